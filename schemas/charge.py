@@ -1,0 +1,92 @@
+"""The charge event: one billable LLM call, as it travels on the `charges` topic (DESIGN §2).
+
+Counts are strict integers: a float, a numeric string or a bool is a producer bug, and in billing
+a guessed number is worse than a rejected one. Unknown fields are refused for the same reason
+(a typo such as `prompt_token` would otherwise bill zero tokens).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+MAX_TOKENS = 10**12  # far above any real call; keeps sums well inside bigint
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
+
+Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+Slug = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, pattern=SLUG_PATTERN)]
+Count = Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)]
+Note = Annotated[str, StringConstraints(max_length=512)]
+
+
+def new_event_id() -> str:
+    """A fresh idempotency key (UUID4 text)."""
+    return str(uuid.uuid4())
+
+
+class Charge(BaseModel):
+    """One charge. `total_tokens` is derived when absent and must match when present."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: Identifier
+    occurred_at: AwareDatetime
+    account_id: Identifier
+    user_id: Identifier
+    provider: Slug
+    charge_type: Slug
+    prompt_tokens: Count
+    completion_tokens: Count
+    total_tokens: Count | None = None
+    cached_tokens: Count = 0
+    reasoning_tokens: Count = 0
+    model: Note | None = None
+    session_key: Note | None = None
+    reference: Note | None = None
+    user_profile_id: Annotated[str, StringConstraints(max_length=128)] | StrictInt | None = None
+    schema_version: Annotated[StrictInt, Field(ge=1, le=SCHEMA_VERSION)] = SCHEMA_VERSION
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _no_naive_time(cls, value: Any) -> Any:
+        # pydantic says "timezone_aware" too; this names the rule the way an operator reads it.
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise ValueError("occurred_at is naive; send an offset or Z (never local time)")
+        return value
+
+    @model_validator(mode="after")
+    def _token_arithmetic(self) -> Charge:
+        derived = self.prompt_tokens + self.completion_tokens
+        if self.total_tokens is None:
+            object.__setattr__(self, "total_tokens", derived)
+        elif self.total_tokens != derived:
+            raise ValueError(
+                f"total_tokens {self.total_tokens} != prompt_tokens + completion_tokens {derived}"
+            )
+        if self.cached_tokens > self.prompt_tokens:
+            raise ValueError("cached_tokens exceed prompt_tokens (cached reads are part of them)")
+        if self.reasoning_tokens > self.completion_tokens:
+            raise ValueError("reasoning_tokens exceed completion_tokens (they are part of them)")
+        return self
+
+    @property
+    def total(self) -> int:
+        """total_tokens, never None after validation."""
+        return self.total_tokens if self.total_tokens is not None else 0
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-ready dict a producer sends (None fields left out to keep records small)."""
+        return self.model_dump(mode="json", exclude_none=True)

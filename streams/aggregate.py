@@ -1,0 +1,137 @@
+"""What a worker gathers between two flushes, and the pure fold of charges into daily totals.
+
+A `Batch` keeps one row per accepted charge with its source coordinates, because the sink
+needs both per charge: the event_id for dedup and the offset for the per-key fence. The sums are
+made by Postgres inside the flush transaction, where the fence is checked against the row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from schemas.charge import Charge
+from streams.windows import billing_date
+
+DailyKey = tuple[str, str, str, date, str]  # account_id, user_id, provider, date, charge_type
+
+# Column order of the rows a Batch hands to the sink (COPY into pending_charges).
+PENDING_COLUMNS = (
+    "event_id",
+    "partition",
+    "offset",
+    "account_id",
+    "user_id",
+    "provider",
+    "date",
+    "charge_type",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+)
+PendingRow = tuple[str, int, int, str, str, str, date, str, int, int, int, int, int]
+
+
+@dataclass(slots=True)
+class PartitionMark:
+    """How far one partition got in this batch; records that only held bad input count too."""
+
+    max_offset: int = -1
+    max_event_time: datetime | None = None
+    charges: int = 0
+
+
+@dataclass(slots=True)
+class Batch:
+    zone: ZoneInfo
+    rows: list[PendingRow] = field(default_factory=list)
+    marks: dict[int, PartitionMark] = field(default_factory=dict)
+
+    def add_record(self, partition: int, offset: int, charges: Iterable[Charge]) -> None:
+        """Take the accepted charges of one Kafka record (possibly none)."""
+        mark = self.marks.get(partition)
+        if mark is None:
+            mark = self.marks[partition] = PartitionMark()
+        if offset > mark.max_offset:
+            mark.max_offset = offset
+        zone = self.zone
+        append = self.rows.append
+        for c in charges:
+            append(
+                (
+                    c.event_id,
+                    partition,
+                    offset,
+                    c.account_id,
+                    c.user_id,
+                    c.provider,
+                    billing_date(c.occurred_at, zone),
+                    c.charge_type,
+                    c.prompt_tokens,
+                    c.completion_tokens,
+                    c.total,
+                    c.cached_tokens,
+                    c.reasoning_tokens,
+                )
+            )
+            mark.charges += 1
+            if mark.max_event_time is None or c.occurred_at > mark.max_event_time:
+                mark.max_event_time = c.occurred_at
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def empty(self) -> bool:
+        return not self.marks
+
+
+@dataclass(slots=True)
+class Totals:
+    """The summable part of a daily billing record."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    charge_count: int = 0
+
+    def add(self, charge: Charge) -> None:
+        self.prompt_tokens += charge.prompt_tokens
+        self.completion_tokens += charge.completion_tokens
+        self.total_tokens += charge.total
+        self.cached_tokens += charge.cached_tokens
+        self.reasoning_tokens += charge.reasoning_tokens
+        self.charge_count += 1
+
+
+def daily_key(charge: Charge, zone: ZoneInfo) -> DailyKey:
+    """The tumbling-window key: the billing date is part of the key."""
+    return (
+        charge.account_id,
+        charge.user_id,
+        charge.provider,
+        billing_date(charge.occurred_at, zone),
+        charge.charge_type,
+    )
+
+
+def fold(charges: Iterable[Charge], zone: ZoneInfo) -> dict[DailyKey, Totals]:
+    """Daily totals of distinct charges (first event_id wins), e.g. for `billing rebuild`."""
+    seen: set[str] = set()
+    out: dict[DailyKey, Totals] = {}
+    for charge in charges:
+        if charge.event_id in seen:
+            continue
+        seen.add(charge.event_id)
+        key = daily_key(charge, zone)
+        totals = out.get(key)
+        if totals is None:
+            totals = out[key] = Totals()
+        totals.add(charge)
+    return out

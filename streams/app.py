@@ -1,0 +1,181 @@
+"""The Faust application: consume charges, route bad input to the DLQ, flush batches to the sink.
+
+The agent is deliberately thin. It takes records without acknowledging them
+(`noack_take`), hands them to `Meter`, and acknowledges them only after the sink has committed
+their effect, so Faust never commits an offset whose charges are not in Postgres. Nothing a
+record contains can raise out of `Meter.handle`; an error that does escape (Postgres refusing
+the schema, a bug) stops the worker with the batch unacknowledged, to be processed again after
+the fix, instead of Faust's default of acknowledging the event and moving on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from streams import dlq
+from streams.aggregate import Batch
+from streams.config import Settings
+from streams.decode import Limits, decode_record
+from streams.kafka import ssl_context
+from streams.sink import PostgresSink
+
+log = logging.getLogger("streams.worker")
+
+
+class Meter:
+    """Turns a list of Kafka events into DLQ records and one durable sink flush."""
+
+    def __init__(self, settings: Settings, sink: PostgresSink, dlq_topic: Any) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.dlq_topic = dlq_topic
+        self.stats: dict[str, int] = {"records": 0, "charges": 0, "duplicates": 0, "dlq": 0}
+        self.dlq_by_reason: dict[str, int] = {}
+
+    def limits(self) -> Limits:
+        s = self.settings
+        return Limits(datetime.now(UTC), s.max_clock_skew, s.zone, s.late_horizon)
+
+    async def handle(self, events: Sequence[EventT]) -> None:
+        limits = self.limits()
+        batch = Batch(self.settings.zone)
+        deliveries: list[asyncio.Future[Any]] = []
+        for event in events:
+            message = event.message
+            decoded = decode_record(message.value, message.key, limits)
+            for rejection in decoded.rejections:
+                letter = dlq.make_dead_letter(
+                    reason=rejection.reason,
+                    detail=rejection.detail,
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    index=rejection.index,
+                    key=message.key,
+                    payload=rejection.payload,
+                )
+                log.warning(
+                    "rejected %s[%d]@%d%s: %s",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    "" if rejection.index is None else f" element {rejection.index}",
+                    rejection.reason,
+                )
+                deliveries.append(await self.dlq_topic.send(key=message.key, value=dlq.encode(letter)))
+                self.dlq_by_reason[rejection.reason] = self.dlq_by_reason.get(rejection.reason, 0) + 1
+            batch.add_record(message.partition, message.offset, decoded.charges)
+        if deliveries:
+            # The DLQ copy must be durable before its source offset may be acknowledged.
+            await asyncio.gather(*deliveries)
+        result = await self.sink.flush(batch)
+        self.stats["records"] += len(events)
+        self.stats["charges"] += result.charges
+        self.stats["duplicates"] += result.duplicates
+        self.stats["dlq"] += len(deliveries)
+        if result.charges:
+            log.debug(
+                "flushed %d charges (%d duplicates) into %d rows in %.3fs",
+                result.charges,
+                result.duplicates,
+                result.rows_written,
+                result.seconds,
+            )
+
+
+def _stop_worker(reason: BaseException) -> None:
+    """Stop the whole worker (graceful: what was acknowledged gets committed, nothing else)."""
+    log.critical("stopping the worker, batch left unacknowledged: %s", reason)
+    os.environ["BILLING_WORKER_FATAL"] = type(reason).__name__
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def create_app(settings: Settings) -> faust.App:
+    """A Faust app with the metering agent and the day-closing timer."""
+    broker_credentials = None
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        broker_credentials = _credentials(settings)
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=broker_credentials,
+        datadir=str(settings.data_dir / "faust"),
+        web_host=settings.web_host,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        broker_session_timeout=settings.kafka_session_timeout.total_seconds(),
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval.total_seconds(),
+        consumer_auto_offset_reset="earliest",
+        topic_allow_declare=False,
+        topic_partitions=settings.partitions,
+        producer_acks=-1,
+        stream_wait_empty=False,
+    )
+    charges = app.topic(
+        settings.charges_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    dlq_topic = app.topic(
+        settings.dlq_topic, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
+    )
+    sink = PostgresSink(settings)
+    meter = Meter(settings, sink, dlq_topic)
+    app.billing_meter = meter  # type: ignore[attr-defined]
+    flush_seconds = settings.flush_interval.total_seconds()
+
+    @app.task
+    async def connect_sink() -> None:
+        await sink.start()
+
+    @app.agent(charges, name="meter", concurrency=1)
+    async def meter_agent(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(settings.batch_records, within=flush_seconds):
+            try:
+                await meter.handle(events)
+            except Exception as exc:
+                _stop_worker(exc)
+                raise
+            for event in events:
+                await stream.ack(event)
+
+    @app.timer(interval=max(flush_seconds, 1.0))
+    async def close_days() -> None:
+        try:
+            await sink.close_days()
+        except Exception as exc:
+            _stop_worker(exc)
+            raise
+
+    @app.timer(interval=600.0)
+    async def purge_dedup_keys() -> None:
+        purged = await sink.purge_seen()
+        if purged:
+            log.info("forgot %d event ids older than the dedup horizon", purged)
+
+    return app
+
+
+def _credentials(settings: Settings) -> Any:
+    context = ssl_context(settings)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        password = settings.kafka_sasl_password
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=password.get_secret_value() if password else None,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    return faust.SSLCredentials(context)

@@ -1,0 +1,178 @@
+"""Bytes on the topic -> valid charges plus one rejection per bad part (never an exception).
+
+A record's value is one charge (a JSON object) or a batch of one account's charges (a JSON
+array). The happy path validates a whole batch in one pydantic-core call; only when that fails
+is each element validated alone, so one bad element costs its own charge, not its neighbours.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import TypeAdapter, ValidationError
+
+from schemas.charge import Charge
+from streams.windows import billing_date
+
+MAX_CHARGE_BYTES = 64 * 1024
+
+_BATCH = TypeAdapter(list[Charge])
+
+# pydantic error type -> the reason an operator filters the DLQ by.
+_REASONS = {
+    "timezone_aware": "naive_timestamp",
+    "datetime_parsing": "bad_timestamp",
+    "datetime_from_date_parsing": "bad_timestamp",
+    "datetime_type": "bad_timestamp",
+    "greater_than_equal": "negative_count",
+    "less_than_equal": "count_too_large",
+    "int_type": "wrong_type",
+    "int_from_float": "wrong_type",
+    "int_parsing": "wrong_type",
+    "string_type": "wrong_type",
+    "missing": "missing_field",
+    "extra_forbidden": "unknown_field",
+    "string_pattern_mismatch": "bad_slug",
+    "string_too_short": "empty_field",
+    "string_too_long": "field_too_long",
+    "model_type": "not_an_object",
+    "model_attributes_type": "not_an_object",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why one record (index None) or one batch element (index i) was refused."""
+
+    reason: str
+    detail: str
+    index: int | None
+    payload: bytes
+
+
+@dataclass(slots=True)
+class Decoded:
+    charges: list[Charge] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The time rules of DESIGN §2/§3, resolved against one `now` so decoding stays pure."""
+
+    now: datetime
+    max_clock_skew: timedelta
+    zone: ZoneInfo
+    late_horizon: timedelta
+
+    @property
+    def oldest_date(self) -> date:
+        """Charges billed on an earlier day are `too_late` (DLQ, for an operator to re-drive)."""
+        return billing_date(self.now - self.late_horizon, self.zone)
+
+
+def classify(error: ValidationError) -> tuple[str, str]:
+    """(reason, detail) for a pydantic error, without echoing the input values."""
+    errors = error.errors(include_url=False, include_input=False)
+    first = errors[0]
+    reason = _REASONS.get(first["type"], "invalid_charge")
+    if first["type"] == "value_error":
+        msg = str(first.get("msg", ""))
+        if "total_tokens" in msg:
+            reason = "total_mismatch"
+        elif "naive" in msg:
+            reason = "naive_timestamp"
+        elif "exceed" in msg:
+            reason = "token_parts_exceed"
+    parts = []
+    for err in errors[:3]:
+        loc = ".".join(str(p) for p in err["loc"]) or "charge"
+        parts.append(f"{loc}: {err['msg']}")
+    if len(errors) > 3:
+        parts.append(f"(+{len(errors) - 3} more)")
+    return reason, "; ".join(parts)
+
+
+def _element_bytes(element: Any) -> bytes:
+    return json.dumps(element, separators=(",", ":"), default=str).encode()
+
+
+def _check_rules(charge: Charge, key: str | None, limits: Limits) -> tuple[str, str] | None:
+    if key is not None and charge.account_id != key:
+        return "key_mismatch", f"account_id {charge.account_id!r} differs from the record key"
+    if charge.occurred_at - limits.now > limits.max_clock_skew:
+        return "future_timestamp", (
+            f"occurred_at is more than {limits.max_clock_skew} ahead of the worker clock"
+        )
+    day = billing_date(charge.occurred_at, limits.zone)
+    if day < limits.oldest_date:
+        return "too_late", f"billing date {day} is older than the late horizon ({limits.oldest_date})"
+    return None
+
+
+def decode_record(value: bytes | None, key: bytes | None, limits: Limits) -> Decoded:
+    """Split one Kafka record into charges to count and rejections for the DLQ."""
+    out = Decoded()
+    raw = value or b""
+    if key is None:
+        out.rejections.append(Rejection("missing_key", "record key must be the account_id", None, raw))
+        return out
+    try:
+        key_text = key.decode("utf-8")
+        parsed = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        reason = "invalid_json" if isinstance(exc, ValueError) else "invalid_key"
+        out.rejections.append(Rejection(reason, str(exc)[:200], None, raw))
+        return out
+
+    if isinstance(parsed, dict):
+        if len(raw) > MAX_CHARGE_BYTES:
+            out.rejections.append(Rejection("too_large", f"{len(raw)} bytes > 64 KiB", None, raw))
+            return out
+        elements: list[Any] = [parsed]
+        single = True
+    elif isinstance(parsed, list) and parsed:
+        elements = parsed
+        single = False
+    else:
+        out.rejections.append(
+            Rejection("not_an_object", "value must be a JSON object or a non-empty array", None, raw)
+        )
+        return out
+
+    charges: list[Charge] | None = None
+    if not single and len(raw) <= MAX_CHARGE_BYTES * len(elements):
+        try:
+            charges = _BATCH.validate_python(elements)
+        except ValidationError:
+            charges = None
+    for index, element in enumerate(elements):
+        where = None if single else index
+        if charges is not None:
+            charge = charges[index]
+        else:
+            if not single and isinstance(element, dict | list):
+                size = len(_element_bytes(element))
+                if size > MAX_CHARGE_BYTES:
+                    out.rejections.append(
+                        Rejection("too_large", f"{size} bytes > 64 KiB", where, _element_bytes(element))
+                    )
+                    continue
+            try:
+                charge = Charge.model_validate(element)
+            except ValidationError as exc:
+                reason, detail = classify(exc)
+                payload = raw if single else _element_bytes(element)
+                out.rejections.append(Rejection(reason, detail, where, payload))
+                continue
+        broken = _check_rules(charge, key_text, limits)
+        if broken:
+            payload = raw if single else _element_bytes(element)
+            out.rejections.append(Rejection(broken[0], broken[1], where, payload))
+        else:
+            out.charges.append(charge)
+    return out

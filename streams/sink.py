@@ -1,0 +1,206 @@
+"""The Postgres sink: one transaction per flush makes every charge count exactly once.
+
+Why Postgres holds the fences, not a Faust table: the effect must be durable where people read
+it. Each flush adds the batch's charges to their rows and moves the per-key and per-partition
+fences in the same transaction, so a crash at any point leaves either all of a flush or none of
+it. Kafka offsets are acknowledged only after the commit; whatever is replayed after a crash,
+rebalance or `billing replay` is filtered by the fences and the event_id dedup inside SQL.
+
+Transient errors (Postgres down, restarting, a dropped connection) are retried with capped
+exponential backoff while the worker holds its batch; anything else is fatal and raised, so the
+worker stops loudly instead of skipping data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import TypeVar
+
+import asyncpg
+
+from streams import sink_sql as sql
+from streams.aggregate import Batch
+from streams.config import Settings
+from streams.watermark import PartitionProgress, closed_through, watermark
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TRANSIENT = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+)
+
+
+class SinkFatalError(RuntimeError):
+    """Postgres refused the write for a reason retrying cannot fix (schema, rights, data)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    charges: int
+    duplicates: int
+    rows_written: int
+    seconds: float
+
+
+class PostgresSink:
+    """Writes batches and closes days; safe to share between the agent and the timers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_retry: Callable[[BaseException, int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topic = settings.charges_topic
+        self._conn: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._on_retry = on_retry
+        self._stopped = False
+
+    async def start(self) -> None:
+        """Connect now (retrying while Postgres is unreachable) rather than at the first flush."""
+
+        async def noop(conn: asyncpg.Connection) -> None:
+            return None
+
+        await self._run(noop)
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._conn is not None:
+            await self._conn.close(timeout=5)
+            self._conn = None
+
+    async def flush(self, batch: Batch) -> FlushResult:
+        """Make the batch durable; returns only once it is committed."""
+        if batch.empty:
+            return FlushResult(0, 0, 0, 0.0)
+        partitions = sorted(batch.marks)
+        marks = [batch.marks[p] for p in partitions]
+
+        async def write(conn: asyncpg.Connection) -> FlushResult:
+            started = asyncio.get_running_loop().time()
+            async with conn.transaction():
+                locked = await conn.fetch(sql.LOCK_PARTITIONS, self.topic, partitions)
+                if len(locked) != len(partitions):
+                    raise SinkFatalError(
+                        f"partitions {partitions} of {self.topic!r} are not all known to the sink; "
+                        f"does BILLING_PARTITIONS ({self.settings.partitions}) match the topic?"
+                    )
+                closed = await conn.fetchval(sql.READ_CLOSED, self.topic)
+                duplicates = 0
+                written = "INSERT 0 0"
+                if batch.rows:
+                    await conn.execute(sql.CREATE_PENDING)
+                    await conn.copy_records_to_table(
+                        "pending_charges", records=batch.rows, columns=sql.PENDING_COPY_COLUMNS
+                    )
+                    await conn.execute(sql.RECORD_SEEN)
+                    duplicates = await conn.fetchval(sql.COUNT_DUPLICATES)
+                    written = await conn.execute(sql.APPLY, self.topic, closed)
+                await conn.execute(
+                    sql.ADVANCE,
+                    self.topic,
+                    partitions,
+                    [m.max_offset for m in marks],
+                    [m.max_event_time for m in marks],
+                    [m.charges > 0 for m in marks],
+                )
+            elapsed = asyncio.get_running_loop().time() - started
+            return FlushResult(len(batch.rows), int(duplicates), int(written.split()[-1]), elapsed)
+
+        return await self._run(write)
+
+    async def close_days(self, now: datetime | None = None) -> date | None:
+        """Finalize the days the watermark (or the wall clock) has passed; returns closed_through."""
+        s = self.settings
+        now = now or datetime.now(UTC)
+
+        async def close(conn: asyncpg.Connection) -> date | None:
+            async with conn.transaction():
+                rows = await conn.fetch(sql.LOCK_ALL_PARTITIONS, self.topic)
+                current = await conn.fetchval(sql.LOCK_STATE, self.topic)
+                progress = [
+                    PartitionProgress(r["partition"], r["max_event_time"], r["last_event_at"]) for r in rows
+                ]
+                mark = watermark(progress, now, s.idle_timeout)
+                target = closed_through(mark, now, s.zone, s.grace, s.idle_timeout, current)
+                if target is not None and target != current:
+                    await conn.execute(sql.RECORD_CLOSURE, self.topic, target)
+                    await conn.execute(sql.SET_CLOSED, self.topic, target)
+                    status = await conn.execute(sql.FINALIZE, target)
+                    log.info(
+                        "closed billing days through %s (watermark %s): %s rows final",
+                        target,
+                        mark.isoformat() if mark else "none (idle)",
+                        status.split()[-1],
+                    )
+                return target
+
+        return await self._run(close)
+
+    async def purge_seen(self) -> int:
+        """Forget idempotency keys older than BILLING_DEDUP_HORIZON."""
+
+        async def purge(conn: asyncpg.Connection) -> int:
+            status = await conn.execute(sql.PURGE_SEEN, self.settings.dedup_horizon)
+            return int(status.split()[-1])
+
+        return await self._run(purge)
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            conn = await asyncpg.connect(self.settings.dsn, timeout=10)
+            # The bookkeeping rows every flush locks; cheap and idempotent, so on every connect.
+            await conn.execute(sql.ENSURE_PARTITIONS, self.topic, self.settings.partitions)
+            await conn.execute(sql.ENSURE_STATE, self.topic)
+            self._conn = conn
+        return self._conn
+
+    async def _run(self, operation: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run `operation` until it succeeds; transient failures wait and retry, others raise."""
+        attempt = 0
+        cap = self.settings.pg_retry_max_backoff.total_seconds()
+        async with self._lock:
+            while True:
+                try:
+                    return await operation(await self._connection())
+                except TRANSIENT as exc:
+                    attempt += 1
+                    await self._drop_connection()
+                    if self._stopped:
+                        raise
+                    delay = min(cap, 0.2 * 2 ** min(attempt, 10)) * (0.5 + random.random() / 2)
+                    log.warning(
+                        "postgres unavailable (%s); retry %d in %.1fs, holding the batch",
+                        type(exc).__name__,
+                        attempt,
+                        delay,
+                    )
+                    if self._on_retry:
+                        self._on_retry(exc, attempt)
+                    await asyncio.sleep(delay)
+                except SinkFatalError:
+                    raise
+                except asyncpg.PostgresError as exc:
+                    raise SinkFatalError(f"postgres rejected the write: {type(exc).__name__}: {exc}") from exc
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()

@@ -1,0 +1,87 @@
+"""Session fixtures: one real Tansu broker and one real Postgres server for the whole run.
+
+Postgres is BILLING_TEST_DATABASE_URL (default: the local server on 127.0.0.1:5432) when it
+answers, else a private server started from local or pip-installed binaries. Every test gets
+its own database and its own topics, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from streams.embedded_broker import EmbeddedBroker
+from streams.embedded_postgres import EmbeddedPostgres, postgres_reachable
+from streams.migrate import migrate
+from tests.support import free_port, unique
+
+SERVER_URL = os.environ.get("BILLING_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def run_dir() -> Iterator[Path]:
+    # Not under pytest's 0700 tmp root: a private Postgres runs as another OS user.
+    path = Path(tempfile.mkdtemp(prefix="billing-tests-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def broker(run_dir: Path) -> AsyncIterator[str]:
+    """A Tansu broker of our own on a free port (memory storage, gone when it stops)."""
+    instance = EmbeddedBroker(run_dir / "broker", "127.0.0.1", free_port())
+    await instance.start()
+    yield instance.address
+    await instance.stop()
+
+
+@pytest.fixture(scope="session")
+async def pg_server(run_dir: Path) -> AsyncIterator[str]:
+    """URL of a Postgres server's maintenance database."""
+    if await postgres_reachable(SERVER_URL):
+        yield SERVER_URL
+        return
+    private = EmbeddedPostgres(run_dir / "pg")
+    url = await private.start()
+    yield url
+    await private.stop()
+
+
+async def create_database(server_url: str) -> str:
+    name = unique("billing_test").replace("-", "_")
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = server_url.rsplit("/", 1)[0] + "/" + name
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return url
+
+
+async def drop_database(server_url: str, url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def database(pg_server: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    url = await create_database(pg_server)
+    yield url
+    await drop_database(pg_server, url)

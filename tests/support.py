@@ -1,0 +1,239 @@
+"""Helpers shared by the integration and fault tests: real processes, real broker, real Postgres.
+
+Ground truth here is computed from what a test produced, with plain dict arithmetic that does
+not import the code under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def pipeline_env(bootstrap: str, database_url: str, data_dir: Path, **overrides: str) -> dict[str, str]:
+    """Environment for one isolated pipeline: its own topics, consumer group and data dir."""
+    name = unique("t")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BILLING_")}
+    env.update(
+        {
+            "BILLING_KAFKA_BOOTSTRAP": bootstrap,
+            "BILLING_DATABASE_URL": database_url,
+            "BILLING_CHARGES_TOPIC": f"{name}-charges",
+            "BILLING_DLQ_TOPIC": f"{name}-charges.dlq",
+            "BILLING_APP_ID": f"{name}-app",
+            "BILLING_DATA_DIR": str(data_dir),
+            "BILLING_WEB_PORT": str(free_port()),
+            "BILLING_FLUSH_INTERVAL": "500ms",
+            "BILLING_LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update({f"BILLING_{k.upper()}": str(v) for k, v in overrides.items()})
+    return env
+
+
+def settings_from(env: Mapping[str, str]) -> Any:
+    """Settings as the worker started with `env` would see them."""
+    from streams.config import Settings
+
+    fields = {k[len("BILLING_") :].lower(): v for k, v in env.items() if k.startswith("BILLING_")}
+    return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
+
+
+class WorkerProcess:
+    """`billing worker` as a child process, killable with SIGKILL like a crashed machine."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, extra_env: Mapping[str, str] | None = None):
+        self.env = {**env, **(extra_env or {})}
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams", "worker"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no commit, no goodbye."""
+        if self.alive:
+            assert self.proc is not None
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 30) -> int | None:
+        if self.proc is None:
+            return None
+        if self.alive:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]],
+    timeout: float,
+    what: str,
+    interval: float = 0.5,
+    on_timeout: Callable[[], str] | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(interval)
+    extra = on_timeout() if on_timeout else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{extra}")
+
+
+def ground_truth(charges: Iterable[Mapping[str, Any]], zone: ZoneInfo) -> dict[tuple, dict[str, int]]:
+    """Expected rows from produced charge dicts: distinct event_ids, date in `zone`."""
+    seen: set[str] = set()
+    out: dict[tuple, dict[str, int]] = defaultdict(lambda: dict.fromkeys((*SUMS, "charge_count"), 0))
+    for c in charges:
+        if c["event_id"] in seen:
+            continue
+        seen.add(c["event_id"])
+        when = c["occurred_at"]
+        if isinstance(when, str):
+            when = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        day = when.astimezone(zone).date()
+        row = out[(c["account_id"], c["user_id"], c["provider"], day, c["charge_type"])]
+        prompt, completion = int(c["prompt_tokens"]), int(c["completion_tokens"])
+        row["prompt_tokens"] += prompt
+        row["completion_tokens"] += completion
+        row["total_tokens"] += prompt + completion
+        row["cached_tokens"] += int(c.get("cached_tokens", 0))
+        row["reasoning_tokens"] += int(c.get("reasoning_tokens", 0))
+        row["charge_count"] += 1
+    return dict(out)
+
+
+async def fetch_rows(database_url: str, accounts: Iterable[str] | None = None) -> dict[tuple, dict[str, Any]]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        if accounts is None:
+            records = await conn.fetch("SELECT * FROM daily_billing_records")
+        else:
+            records = await conn.fetch(
+                "SELECT * FROM daily_billing_records WHERE account_id = ANY($1::text[])", list(accounts)
+            )
+    finally:
+        await conn.close()
+    return {
+        (r["account_id"], r["user_id"], r["provider"], r["date"], r["charge_type"]): dict(r) for r in records
+    }
+
+
+def mismatches(expected: dict[tuple, dict[str, int]], actual: dict[tuple, dict[str, Any]]) -> list[str]:
+    """Human-readable differences between ground truth and Postgres (empty when exact)."""
+    problems = []
+    for key in sorted(set(expected) | set(actual), key=str):
+        want, got = expected.get(key), actual.get(key)
+        if want is None:
+            problems.append(f"unexpected row {key}")
+            continue
+        if got is None:
+            problems.append(f"missing row {key}")
+            continue
+        for column, value in want.items():
+            if got[column] != value:
+                problems.append(f"{key} {column}: expected {value}, got {got[column]}")
+    return problems
+
+
+def charge_dict(
+    account: str,
+    user: str,
+    provider: str,
+    charge_type: str,
+    when: datetime,
+    prompt: int,
+    completion: int,
+    event_id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "event_id": event_id or str(uuid.uuid4()),
+        "occurred_at": when.isoformat(),
+        "account_id": account,
+        "user_id": user,
+        "provider": provider,
+        "charge_type": charge_type,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        **extra,
+    }
+
+
+async def produce_raw(
+    bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes, int | None]]
+) -> None:
+    """Send exact bytes (bad input included), bypassing the validating producer."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=v, key=k, partition=p) for k, v, p in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def encode_batch(charges: list[dict[str, Any]]) -> bytes:
+    return json.dumps(charges if len(charges) != 1 else charges[0]).encode()
+
+
+def days_between(rows: Iterable[tuple], index: int = 3) -> set[date]:
+    return {k[index] for k in rows}
