@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -26,8 +27,14 @@ SCHEMA_VERSION = 1
 MAX_TOKENS = 10**12  # far above any real call; keeps sums well inside bigint
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
 
+
+def _normalize_slug(value: Any) -> Any:
+    # Lower-case before the pattern is checked (pydantic checks `pattern` before `to_lower`).
+    return value.strip().lower() if isinstance(value, str) else value
+
+
 Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
-Slug = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, pattern=SLUG_PATTERN)]
+Slug = Annotated[str, BeforeValidator(_normalize_slug), StringConstraints(pattern=SLUG_PATTERN)]
 Count = Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)]
 Note = Annotated[str, StringConstraints(max_length=512)]
 
@@ -71,11 +78,11 @@ class Charge(BaseModel):
     def _token_arithmetic(self) -> Charge:
         derived = self.prompt_tokens + self.completion_tokens
         if self.total_tokens is None:
+            if derived > MAX_TOKENS:
+                raise ValueError(f"total_tokens (derived) exceeds the limit {MAX_TOKENS}")
             object.__setattr__(self, "total_tokens", derived)
         elif self.total_tokens != derived:
-            raise ValueError(
-                f"total_tokens {self.total_tokens} != prompt_tokens + completion_tokens {derived}"
-            )
+            raise ValueError("total_tokens differs from prompt_tokens + completion_tokens")
         if self.cached_tokens > self.prompt_tokens:
             raise ValueError("cached_tokens exceed prompt_tokens (cached reads are part of them)")
         if self.reasoning_tokens > self.completion_tokens:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from itertools import count
 from zoneinfo import ZoneInfo
 
 from schemas.charge import Charge
@@ -22,6 +23,7 @@ PENDING_COLUMNS = (
     "event_id",
     "partition",
     "offset",
+    "position",
     "account_id",
     "user_id",
     "provider",
@@ -33,7 +35,7 @@ PENDING_COLUMNS = (
     "cached_tokens",
     "reasoning_tokens",
 )
-PendingRow = tuple[str, int, int, str, str, str, date, str, int, int, int, int, int]
+PendingRow = tuple[str, int, int, int, str, str, str, date, str, int, int, int, int, int]
 
 
 @dataclass(slots=True)
@@ -51,8 +53,10 @@ class Batch:
     rows: list[PendingRow] = field(default_factory=list)
     marks: dict[int, PartitionMark] = field(default_factory=dict)
 
-    def add_record(self, partition: int, offset: int, charges: Iterable[Charge]) -> None:
-        """Take the accepted charges of one Kafka record (possibly none)."""
+    def add_record(
+        self, partition: int, offset: int, charges: Iterable[Charge], positions: Iterable[int] | None = None
+    ) -> None:
+        """Take the accepted charges of one Kafka record (possibly none) and their positions in it."""
         mark = self.marks.get(partition)
         if mark is None:
             mark = self.marks[partition] = PartitionMark()
@@ -60,12 +64,13 @@ class Batch:
             mark.max_offset = offset
         zone = self.zone
         append = self.rows.append
-        for c in charges:
+        for position, c in zip(positions if positions is not None else count(), charges, strict=False):
             append(
                 (
                     c.event_id,
                     partition,
                     offset,
+                    position,
                     c.account_id,
                     c.user_id,
                     c.provider,

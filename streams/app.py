@@ -21,7 +21,7 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-from streams import dlq
+from streams import crashpoints, dlq
 from streams.aggregate import Batch
 from streams.config import Settings
 from streams.decode import Limits, decode_record
@@ -73,10 +73,11 @@ class Meter:
                 )
                 deliveries.append(await self.dlq_topic.send(key=message.key, value=dlq.encode(letter)))
                 self.dlq_by_reason[rejection.reason] = self.dlq_by_reason.get(rejection.reason, 0) + 1
-            batch.add_record(message.partition, message.offset, decoded.charges)
+            batch.add_record(message.partition, message.offset, decoded.charges, decoded.positions)
         if deliveries:
             # The DLQ copy must be durable before its source offset may be acknowledged.
             await asyncio.gather(*deliveries)
+        crashpoints.reached("after_dlq_before_flush")
         result = await self.sink.flush(batch)
         self.stats["records"] += len(events)
         self.stats["charges"] += result.charges
@@ -148,6 +149,7 @@ def create_app(settings: Settings) -> faust.App:
             except Exception as exc:
                 _stop_worker(exc)
                 raise
+            crashpoints.reached("after_flush_before_ack")
             for event in events:
                 await stream.ack(event)
 

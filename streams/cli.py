@@ -64,17 +64,13 @@ def worker() -> None:
 
 
 def _register() -> None:
-    import importlib
+    from streams.demo import demo
+    from streams.dev import dev
+    from streams.produce_cli import produce
+    from streams.totals import totals
 
-    for module, name in (
-        ("streams.dev", "dev"),
-        ("streams.produce_cli", "produce"),
-        ("streams.totals", "totals"),
-    ):
-        try:  # DEV-ONLY guard while modules land
-            main.add_command(getattr(importlib.import_module(module), name))
-        except ImportError:
-            pass
+    for command in (dev, produce, totals, demo):
+        main.add_command(command)
 
 
 _register()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -31,7 +31,10 @@ def parse_duration(value: object) -> timedelta:
     if not match:
         raise ValueError(f"not a duration: {value!r} (use e.g. 500ms, 2s, 5m, 1h, 35d)")
     number, unit = match.groups()
-    return timedelta(seconds=float(number) * _UNIT_SECONDS[unit])
+    try:
+        return timedelta(seconds=float(number) * _UNIT_SECONDS[unit])
+    except OverflowError:
+        raise ValueError(f"duration out of range: {value!r}") from None
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -40,7 +43,9 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 class Settings(BaseSettings):
     """All runtime settings; see the README's configuration table."""
 
-    model_config = SettingsConfigDict(env_prefix="BILLING_", env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="BILLING_", env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/billing")
@@ -89,11 +94,15 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from exc
         return value
 
-    @model_validator(mode="after")
-    def _sasl_complete(self) -> Settings:
-        if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_mechanism:
+    @field_validator("kafka_sasl_mechanism")
+    @classmethod
+    def _sasl_complete(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A field validator (not a model one) so the error carries this field only, never the
+        # whole input with its secrets.
+        protocol = info.data.get("kafka_security_protocol", "PLAINTEXT")
+        if protocol.startswith("SASL") and not value:
             raise ValueError("BILLING_KAFKA_SASL_MECHANISM is required with a SASL protocol")
-        return self
+        return value
 
     @property
     def kafka_is_loopback(self) -> bool:

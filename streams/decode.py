@@ -57,6 +57,9 @@ class Rejection:
 @dataclass(slots=True)
 class Decoded:
     charges: list[Charge] = field(default_factory=list)
+    # Each accepted charge's position in the record: with (partition, offset) it names the
+    # charge, so two copies of one event inside a single batch record stay two, not one.
+    positions: list[int] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
 
 
@@ -103,12 +106,15 @@ def _element_bytes(element: Any) -> bytes:
 
 def _check_rules(charge: Charge, key: str | None, limits: Limits) -> tuple[str, str] | None:
     if key is not None and charge.account_id != key:
-        return "key_mismatch", f"account_id {charge.account_id!r} differs from the record key"
+        return "key_mismatch", "account_id differs from the record key (the key must be the account_id)"
     if charge.occurred_at - limits.now > limits.max_clock_skew:
         return "future_timestamp", (
             f"occurred_at is more than {limits.max_clock_skew} ahead of the worker clock"
         )
-    day = billing_date(charge.occurred_at, limits.zone)
+    try:
+        day = billing_date(charge.occurred_at, limits.zone)
+    except OverflowError:
+        return "bad_timestamp", "occurred_at is out of the representable range"
     if day < limits.oldest_date:
         return "too_late", f"billing date {day} is older than the late horizon ({limits.oldest_date})"
     return None
@@ -123,10 +129,14 @@ def decode_record(value: bytes | None, key: bytes | None, limits: Limits) -> Dec
         return out
     try:
         key_text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        out.rejections.append(Rejection("invalid_key", "record key is not UTF-8", None, raw))
+        return out
+    try:
         parsed = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        reason = "invalid_json" if isinstance(exc, ValueError) else "invalid_key"
-        out.rejections.append(Rejection(reason, str(exc)[:200], None, raw))
+    except (ValueError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        out.rejections.append(Rejection("invalid_json", detail, None, raw))
         return out
 
     if isinstance(parsed, dict):
@@ -145,7 +155,8 @@ def decode_record(value: bytes | None, key: bytes | None, limits: Limits) -> Dec
         return out
 
     charges: list[Charge] | None = None
-    if not single and len(raw) <= MAX_CHARGE_BYTES * len(elements):
+    # Fast path: one validation call for the whole batch, when no element can be over the limit.
+    if not single and len(raw) <= MAX_CHARGE_BYTES:
         try:
             charges = _BATCH.validate_python(elements)
         except ValidationError:
@@ -175,4 +186,5 @@ def decode_record(value: bytes | None, key: bytes | None, limits: Limits) -> Dec
             out.rejections.append(Rejection(broken[0], broken[1], where, payload))
         else:
             out.charges.append(charge)
+            out.positions.append(index)
     return out

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from streams import crashpoints
 from streams import sink_sql as sql
 from streams.aggregate import Batch
 from streams.config import Settings
@@ -113,6 +114,7 @@ class PostgresSink:
                     await conn.execute(sql.RECORD_SEEN)
                     duplicates = await conn.fetchval(sql.COUNT_DUPLICATES)
                     written = await conn.execute(sql.APPLY, self.topic, closed)
+                crashpoints.reached("inside_flush_transaction")
                 await conn.execute(
                     sql.ADVANCE,
                     self.topic,

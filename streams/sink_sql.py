@@ -19,7 +19,7 @@ KEY = ("account_id", "user_id", "provider", "date", "charge_type")
 
 CREATE_PENDING = """
 CREATE TEMP TABLE IF NOT EXISTS pending_charges (
-    event_id text NOT NULL, partition integer NOT NULL, "offset" bigint NOT NULL,
+    event_id text NOT NULL, partition integer NOT NULL, "offset" bigint NOT NULL, position integer NOT NULL,
     account_id text NOT NULL, user_id text NOT NULL, provider text NOT NULL, date date NOT NULL,
     charge_type text NOT NULL, prompt_tokens bigint NOT NULL, completion_tokens bigint NOT NULL,
     total_tokens bigint NOT NULL, cached_tokens bigint NOT NULL, reasoning_tokens bigint NOT NULL
@@ -43,9 +43,9 @@ ORDER BY partition FOR UPDATE
 READ_CLOSED = "SELECT closed_through FROM billing_state WHERE topic = $1"
 
 RECORD_SEEN = """
-INSERT INTO billing_seen_events (event_id, partition, "offset")
-SELECT DISTINCT ON (event_id) event_id, partition, "offset"
-FROM pending_charges ORDER BY event_id, partition, "offset"
+INSERT INTO billing_seen_events (event_id, partition, "offset", position)
+SELECT DISTINCT ON (event_id) event_id, partition, "offset", position
+FROM pending_charges ORDER BY event_id, partition, "offset", position
 ON CONFLICT (event_id) DO NOTHING
 """
 
@@ -65,6 +65,7 @@ WITH fresh AS (
     FROM pending_charges p
     JOIN billing_seen_events s
       ON s.event_id = p.event_id AND s.partition = p.partition AND s."offset" = p."offset"
+         AND s.position = p.position
     LEFT JOIN daily_billing_records r ON {_key_match}
     LEFT JOIN LATERAL (
         SELECT applied_offset FROM billing_closures cl
@@ -95,7 +96,7 @@ ON CONFLICT ON CONSTRAINT daily_billing_records_key DO UPDATE SET
 COUNT_DUPLICATES = """
 SELECT count(*) FROM pending_charges p
 JOIN billing_seen_events s ON s.event_id = p.event_id
-WHERE s.partition <> p.partition OR s."offset" <> p."offset"
+WHERE s.partition <> p.partition OR s."offset" <> p."offset" OR s.position <> p.position
 """
 
 # $1 topic, $2 partitions, $3 max offsets, $4 max event times, $5 had charges

@@ -218,15 +218,18 @@ def charge_dict(
 
 async def produce_raw(
     bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes, int | None]]
-) -> None:
-    """Send exact bytes (bad input included), bypassing the validating producer."""
+) -> list[Any]:
+    """Send exact bytes (bad input included), bypassing the validating producer.
+
+    Returns each record's metadata (partition, offset), in order.
+    """
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
         futures = [await producer.send(topic, value=v, key=k, partition=p) for k, v, p in records]
-        await asyncio.gather(*futures)
+        return list(await asyncio.gather(*futures))
     finally:
         await producer.stop()
 

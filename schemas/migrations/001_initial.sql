@@ -49,12 +49,14 @@ CREATE TABLE IF NOT EXISTS billing_state (
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
 
--- Idempotency keys within BILLING_DEDUP_HORIZON. The source coordinates tell a re-sent charge
--- (other coordinates: a duplicate) from a replay of the very same record (same coordinates).
+-- Idempotency keys within BILLING_DEDUP_HORIZON. The source coordinates (partition, offset and
+-- position in a batch record) tell a re-sent charge (other coordinates: a duplicate) from a
+-- replay of the very same record (same coordinates).
 CREATE TABLE IF NOT EXISTS billing_seen_events (
     event_id    text        PRIMARY KEY,
     partition   integer     NOT NULL,
     "offset"    bigint      NOT NULL,
+    position    integer     NOT NULL,
     seen_at     timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS billing_seen_events_seen_at ON billing_seen_events (seen_at);

