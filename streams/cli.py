@@ -66,10 +66,11 @@ def worker() -> None:
 def _register() -> None:
     from streams.demo import demo
     from streams.dev import dev
+    from streams.dlq_cli import dlq
     from streams.produce_cli import produce
     from streams.totals import totals
 
-    for command in (dev, produce, totals, demo):
+    for command in (dev, produce, totals, dlq, demo):
         main.add_command(command)
 
 

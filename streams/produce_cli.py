@@ -140,8 +140,13 @@ def _progress(enabled: bool) -> Any:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-    columns = [TextColumn("producing"), BarColumn(), TaskProgressColumn(),
-               TextColumn("{task.fields[charges]:,} charges"), TimeElapsedColumn()]
+    columns = [
+        TextColumn("producing"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[charges]:,} charges"),
+        TimeElapsedColumn(),
+    ]
     return Progress(*columns, console=Console(stderr=True), transient=True, disable=not enabled)
 
 
@@ -154,8 +159,11 @@ def _size(source: IO[bytes] | None) -> int | None:
 
 
 async def _produce(
-    settings: Settings, source: IO[bytes] | None, synthetic: tuple[int, int, int, int] | None,
-    batch: bool, show_progress: bool | None,
+    settings: Settings,
+    source: IO[bytes] | None,
+    synthetic: tuple[int, int, int, int] | None,
+    batch: bool,
+    show_progress: bool | None,
 ) -> tuple[int, int, int, float]:
     """Returns (charges, records, rejected lines, seconds)."""
     started = time.perf_counter()
@@ -195,8 +203,9 @@ async def _produce(
                         charge = parse_line(line, settings)
                     except ValueError as exc:
                         rejected += 1
-                        progress.console.print(f"line {number}: {exc}", markup=False, highlight=False,
-                                               soft_wrap=True)
+                        progress.console.print(
+                            f"line {number}: {exc}", markup=False, highlight=False, soft_wrap=True
+                        )
                         continue
                     await producer.send(charge)
                     sent += 1
@@ -204,27 +213,58 @@ async def _produce(
                         progress.update(task, completed=read, charges=sent)
                 progress.update(task, completed=read, charges=sent)
         await producer.flush()
-        return producer.delivered_charges, producer.delivered_records, rejected, \
-            time.perf_counter() - started
+        return producer.delivered_charges, producer.delivered_records, rejected, time.perf_counter() - started
 
 
 @click.command("produce", epilog=EPILOG)
-@click.argument("source", required=False, type=click.File("rb", lazy=False),
-                metavar="[FILE|-]")
-@click.option("--synthetic", type=click.IntRange(min=1), metavar="N",
-              help="Generate N realistic charges instead of reading input.")
-@click.option("--days", type=click.IntRange(min=1), default=7, show_default=True,
-              help="Synthetic: spread event times over the last D days (never in the future).")
-@click.option("--accounts", type=click.IntRange(min=1), default=50, show_default=True,
-              help="Synthetic: number of accounts (Zipf-like sizes, 1-5 users each).")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Synthetic: same seed, same charges and event_ids (a re-run is a re-send).")
-@click.option("--no-batch", is_flag=True,
-              help="One charge per Kafka record instead of per-account batches (for comparison).")
-@click.option("--progress/--no-progress", "show_progress", default=None,
-              help="Progress bar on stderr [default: when stderr is a terminal and input is large].")
-def produce(source: IO[bytes] | None, synthetic: int | None, days: int, accounts: int, seed: int,
-            no_batch: bool, show_progress: bool | None) -> None:
+@click.argument("source", required=False, type=click.File("rb", lazy=False), metavar="[FILE|-]")
+@click.option(
+    "--synthetic",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Generate N realistic charges instead of reading input.",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=7,
+    show_default=True,
+    help="Synthetic: spread event times over the last D days (never in the future).",
+)
+@click.option(
+    "--accounts",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Synthetic: number of accounts (Zipf-like sizes, 1-5 users each).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Synthetic: same seed, same charges and event_ids (a re-run is a re-send).",
+)
+@click.option(
+    "--no-batch",
+    is_flag=True,
+    help="One charge per Kafka record instead of per-account batches (for comparison).",
+)
+@click.option(
+    "--progress/--no-progress",
+    "show_progress",
+    default=None,
+    help="Progress bar on stderr [default: when stderr is a terminal and input is large].",
+)
+def produce(
+    source: IO[bytes] | None,
+    synthetic: int | None,
+    days: int,
+    accounts: int,
+    seed: int,
+    no_batch: bool,
+    show_progress: bool | None,
+) -> None:
     """Send charges to Kafka, from JSON lines (FILE, or - for stdin) or generated.
 
     Each line is validated first; a rejected line is reported on stderr as `line N: reason`
@@ -243,7 +283,8 @@ def produce(source: IO[bytes] | None, synthetic: int | None, days: int, accounts
     spec = (synthetic, days, accounts, seed) if synthetic is not None else None
     try:
         charges, records, rejected, seconds = asyncio.run(
-            _produce(settings, source, spec, not no_batch, show_progress))
+            _produce(settings, source, spec, not no_batch, show_progress)
+        )
     except DeliveryError as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from None
     except OSError as exc:

@@ -161,10 +161,19 @@ class ChargeProducer:
     """
 
     def __init__(
-        self, settings: Settings | None = None, *, batch: bool = True, linger_ms: float = 50,
-        max_charges: int = MAX_RECORD_CHARGES, max_bytes: int = MAX_RECORD_BYTES, retries: int = 5,
-        retry_backoff_ms: float = 200, max_backoff_ms: float = 5_000, request_timeout_ms: int = 10_000,
-        topic: str | None = None, client_factory: Callable[..., AIOKafkaProducer] = AIOKafkaProducer,
+        self,
+        settings: Settings | None = None,
+        *,
+        batch: bool = True,
+        linger_ms: float = 50,
+        max_charges: int = MAX_RECORD_CHARGES,
+        max_bytes: int = MAX_RECORD_BYTES,
+        retries: int = 5,
+        retry_backoff_ms: float = 200,
+        max_backoff_ms: float = 5_000,
+        request_timeout_ms: int = 10_000,
+        topic: str | None = None,
+        client_factory: Callable[..., AIOKafkaProducer] = AIOKafkaProducer,
     ) -> None:
         if retries < 1 or max_charges < 1:
             raise ValueError("retries and max_charges must be at least 1")
@@ -201,8 +210,11 @@ class ChargeProducer:
     async def start(self) -> None:
         """Connect, retrying like a delivery; `BrokerUnavailableError` names the bootstrap."""
         options = aiokafka_options(self.settings) | {
-            "acks": "all", "enable_idempotence": idempotent_producer(self.settings), "linger_ms": 5,
-            "max_batch_size": 256 * 1024, "request_timeout_ms": self._request_timeout_ms,
+            "acks": "all",
+            "enable_idempotence": idempotent_producer(self.settings),
+            "linger_ms": 5,
+            "max_batch_size": 256 * 1024,
+            "request_timeout_ms": self._request_timeout_ms,
         }
         for attempt in range(1, self.retries + 1):
             client = self._client_factory(**options)

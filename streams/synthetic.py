@@ -25,8 +25,11 @@ ZIPF_EXPONENT = 1.1
 PROVIDERS: dict[str, tuple[float, tuple[str, ...], frozenset[str]]] = {
     "openai": (0.45, ("gpt-4o", "gpt-4o-mini", "o3-mini", "gpt-4.1"), frozenset({"o3-mini"})),
     "anthropic": (0.25, ("claude-sonnet-4", "claude-3-5-haiku"), frozenset({"claude-sonnet-4"})),
-    "googleai": (0.20, ("gemini-2.0-flash", "gemini-1.5-pro", "gemini-2.5-pro"),
-                 frozenset({"gemini-2.5-pro"})),
+    "googleai": (
+        0.20,
+        ("gemini-2.0-flash", "gemini-1.5-pro", "gemini-2.5-pro"),
+        frozenset({"gemini-2.5-pro"}),
+    ),
     "metaai": (0.10, ("llama-3.3-70b", "llama-3.1-8b"), frozenset()),
 }
 CHARGE_TYPES: dict[str, float] = {"completion": 0.8, "tool": 0.12, "plugin": 0.08}
@@ -104,4 +107,3 @@ def synthetic_charges(
             session_key=session,
             reference=reference,
         )
-

@@ -47,8 +47,8 @@ async def read_topic(
         auto_offset_reset="earliest",
         max_poll_records=batch,
     )
-    await consumer.start()
     try:
+        await consumer.start()
         tps = await partitions_of(consumer, topic)
         if partitions is not None:
             wanted = set(partitions)

