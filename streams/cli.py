@@ -64,13 +64,14 @@ def worker() -> None:
 
 
 def _register() -> None:
+    from streams.dashboard.server import dashboard
     from streams.demo import demo
     from streams.dev import dev
     from streams.dlq_cli import dlq
     from streams.produce_cli import produce
     from streams.totals import totals
 
-    for command in (dev, produce, totals, dlq, demo):
+    for command in (dev, produce, totals, dlq, dashboard, demo):
         main.add_command(command)
 
 

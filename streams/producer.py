@@ -354,12 +354,18 @@ class ChargeProducer:
                 await client.stop()
 
 
-async def acreate_charge(*, settings: Settings | None = None, **fields: Any) -> Charge:
+async def acreate_charge(*, settings: Settings | None = None, usage: Any = None, **fields: Any) -> Charge:
     """Validate one charge (the seed task's keyword names), send it, wait until Kafka has it.
 
-    Token counts default to 0. Raises ValueError (pydantic's ValidationError) for bad input and
-    `DeliveryError` when the charge could not be delivered after retries.
+    `usage` takes a provider response or its usage object (OpenAI, Anthropic, Gemini; see
+    streams.usage) and fills in the token counts, provider and model. Token counts default to 0.
+    Raises ValueError (pydantic's ValidationError) for bad input and `DeliveryError` when the
+    charge could not be delivered after retries.
     """
+    if usage is not None:
+        from streams.usage import merge_usage
+
+        fields = merge_usage(fields, usage)
     fields.setdefault("prompt_tokens", 0)
     fields.setdefault("completion_tokens", 0)
     charge = to_charge(fields)
@@ -368,12 +374,12 @@ async def acreate_charge(*, settings: Settings | None = None, **fields: Any) -> 
     return charge
 
 
-def create_charge(*, settings: Settings | None = None, **fields: Any) -> Charge:
+def create_charge(*, settings: Settings | None = None, usage: Any = None, **fields: Any) -> Charge:
     """Blocking `acreate_charge` for synchronous callers (Celery tasks, Django views, scripts)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(acreate_charge(settings=settings, **fields))
+        return asyncio.run(acreate_charge(settings=settings, usage=usage, **fields))
     raise RuntimeError(
         "create_charge() blocks and cannot run inside a running event loop; "
         "use `await acreate_charge(...)` there"

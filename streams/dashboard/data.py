@@ -1,0 +1,213 @@
+"""The dashboard's read side: query parameters -> `TotalsQuery` -> JSON-ready answers.
+
+Every query goes through `streams.totals.build_totals_sql` (whitelisted columns, bound values),
+so the dashboard adds no SQL of its own beyond a bound LIMIT. A parameter that is unknown,
+repeated, malformed or names a value no record has is a `BadRequest` with a message for humans:
+a filter that silently matches nothing would show an empty chart that looks like "no usage".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import date
+from typing import Any
+
+import asyncpg
+
+from schemas.charge import SLUG_PATTERN
+from streams.config import Settings
+from streams.totals import GROUP_COLUMNS, METRICS, TotalsQuery, build_totals_sql, fetch_totals
+
+FILTERS = ("account", "user", "provider", "charge_type")
+CHART_BY = ("provider", "charge_type")
+TABLE_GROUP_BY = ("date", "account", "user", "provider", "charge_type")  # one line per stored row
+TABLE_LIMIT = 2000  # rows sent to the page; the CSV has them all
+LIST_LIMIT = 500  # values offered in a filter's suggestions
+_SINGLE = ("from", "to", "by", "metric")
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_SLUG = re.compile(SLUG_PATTERN)
+
+
+class BadRequest(ValueError):
+    """A request the dashboard refuses with 400; `field` names the parameter at fault."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class View:
+    """What one request asks for: filters as a TotalsQuery, plus chart options."""
+
+    query: TotalsQuery
+    by: str = "provider"
+    metric: str = "total_tokens"
+
+    def grouped(self, *names: str, final_only: bool = False) -> TotalsQuery:
+        return replace(self.query, group_by=names, final_only=final_only)
+
+
+def _quote(text: str) -> str:
+    """User text in a message: quoted, and short (a message must not echo a megabyte back)."""
+    return repr(text if len(text) <= 80 else text[:77] + "...")
+
+
+def _day(name: str, text: str) -> date:
+    if _DAY.fullmatch(text):
+        with contextlib.suppress(ValueError):  # 2026-02-30
+            return date.fromisoformat(text)
+    raise BadRequest(f"{name}: {_quote(text)} is not a date; use YYYY-MM-DD", name)
+
+
+def _value(name: str, text: str) -> str:
+    value = text.strip()
+    if len(value) > 128:
+        raise BadRequest(f"{name}: value longer than 128 characters", name)
+    if name in ("provider", "charge_type"):
+        value = value.lower()
+        if not _SLUG.fullmatch(value):
+            raise BadRequest(f"{name}: {_quote(text)} is not a valid slug (letters, digits, _.:-)", name)
+    return value
+
+
+def parse_view(params: Mapping[str, Sequence[str]]) -> View:
+    """Validate query parameters (name -> all its values). Empty values mean "any" (a form's
+    "all" option); filters may repeat to select several values; the rest may not."""
+    valid = (*FILTERS, *_SINGLE)
+    picked: dict[str, list[str]] = {name: [] for name in FILTERS}
+    single: dict[str, str] = {}
+    for name, values in params.items():
+        if name not in valid:
+            raise BadRequest(f"unknown parameter {_quote(name)}; valid parameters: {', '.join(valid)}", name)
+        texts = [v for v in values if v.strip()]
+        if name in FILTERS:
+            picked[name] += [_value(name, v) for v in texts]
+        elif len(texts) > 1:
+            raise BadRequest(f"{name} may be given once", name)
+        elif texts:
+            single[name] = texts[0].strip()
+    by, metric = single.get("by", "provider"), single.get("metric", "total_tokens")
+    if by not in CHART_BY:
+        raise BadRequest(f"by: {_quote(by)} is not one of {', '.join(CHART_BY)}", "by")
+    if metric not in METRICS:
+        raise BadRequest(f"metric: {_quote(metric)} is not one of {', '.join(METRICS)}", "metric")
+    start = _day("from", single["from"]) if "from" in single else None
+    end = _day("to", single["to"]) if "to" in single else None
+    if start and end and start > end:
+        raise BadRequest(f"empty date range: from {start} is after to {end}", "from")
+    query = TotalsQuery(
+        **{k: tuple(dict.fromkeys(v)) for k, v in picked.items()}, date_from=start, date_to=end
+    )
+    return View(query, by, metric)
+
+
+async def check_known(conn: asyncpg.Connection, view: View) -> None:
+    """Refuse filter values that no record has (checked against the whole table, not the range)."""
+    for name in FILTERS:
+        wanted: tuple[str, ...] = getattr(view.query, name)
+        if not wanted:
+            continue
+        rows = await fetch_totals(conn, TotalsQuery(group_by=(name,), **{name: wanted}))
+        known = {r[GROUP_COLUMNS[name]] for r in rows}
+        missing = [v for v in wanted if v not in known]
+        if missing:
+            label = name.replace("_", " ")
+            raise BadRequest(
+                f"unknown {label} {', '.join(map(_quote, missing))}: no billing records have it", name
+            )
+
+
+async def fetch_limited(conn: asyncpg.Connection, q: TotalsQuery, limit: int) -> list[dict[str, Any]]:
+    """The builder's query with a bound LIMIT (the page shows at most `limit` rows)."""
+    sql, params = build_totals_sql(q)
+    rows = await conn.fetch(f"{sql}\nLIMIT ${len(params) + 1}::bigint", *params, limit)
+    return [dict(r) for r in rows]
+
+
+def plain(row: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON-ready: dates as ISO text; a row is `revised` when late charges were added to it."""
+    out = {k: v.isoformat() if isinstance(v, date) else v for k, v in row.items()}
+    if "late_charge_count" in out:
+        out["revised"] = out["late_charge_count"] > 0
+    return out
+
+
+def chart(rows: Sequence[Mapping[str, Any]], by: str, metric: str) -> dict[str, Any]:
+    """Daily stacks: per date, the metric per series, and whether the day is final/revised."""
+    column = GROUP_COLUMNS[by]
+    days: dict[date, dict[str, Any]] = {}
+    for r in rows:
+        day = days.setdefault(r["date"], {"date": r["date"].isoformat(), "stacks": {}, "total": 0})
+        day["stacks"][r[column]] = int(r[metric])
+        day["total"] += int(r[metric])
+        day["final"] = day.get("final", True) and bool(r["final"])
+        day["revised"] = day.get("revised", False) or int(r["late_charge_count"]) > 0
+    series = sorted({r[column] for r in rows})
+    return {"by": by, "metric": metric, "series": series, "days": [days[d] for d in sorted(days)]}
+
+
+async def day_list(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Every date with records, whole table: its row count and whether all rows are final."""
+    return await fetch_totals(conn, TotalsQuery(group_by=("date",)))
+
+
+async def meta(conn: asyncpg.Connection, settings: Settings) -> dict[str, Any]:
+    """What the filter form offers: known values (capped), the date span, metrics, time zone."""
+    out: dict[str, Any] = {
+        "timezone": settings.timezone,
+        "metrics": list(METRICS),
+        "chart_by": list(CHART_BY),
+    }
+    for name in FILTERS:
+        rows = await fetch_limited(conn, TotalsQuery(group_by=(name,)), LIST_LIMIT + 1)
+        out[name] = [r[GROUP_COLUMNS[name]] for r in rows[:LIST_LIMIT]]
+        out[f"{name}_truncated"] = len(rows) > LIST_LIMIT
+    days = await day_list(conn)
+    out["first_date"] = days[0]["date"].isoformat() if days else None
+    out["last_date"] = days[-1]["date"].isoformat() if days else None
+    return out
+
+
+class DlqStatus:
+    """DLQ counts by reason, read from Kafka with `billing dlq`'s reader and cached, because a
+    scan reads the whole topic. Any failure (no broker, no topic, auth) reads "unavailable":
+    the dashboard is about Postgres and must not fail with Kafka."""
+
+    def __init__(self, settings: Settings, ttl: float = 30.0, timeout: float = 10.0) -> None:
+        self.settings, self.ttl, self.timeout = settings, ttl, timeout
+        self._cached: tuple[float, dict[str, Any]] | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> dict[str, Any]:
+        async with self._lock:  # concurrent page loads share one scan
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] > self.ttl:
+                self._cached = (now, await self._scan())
+            return self._cached[1]
+
+    async def _scan(self) -> dict[str, Any]:
+        from streams.dlq_cli import scan
+
+        topic = self.settings.dlq_topic
+        try:
+            result = await asyncio.wait_for(scan(self.settings), self.timeout)
+        except Exception as exc:  # any Kafka trouble: say so, keep serving Postgres data
+            logging.getLogger(__name__).info("DLQ %s unavailable: %r", topic, exc)
+            why = "no topic" if isinstance(exc, LookupError) else type(exc).__name__
+            return {"status": "unavailable", "topic": topic, "why": why}
+        reasons = Counter(letter.reason for letter in result.letters)
+        return {
+            "status": "ok",
+            "topic": topic,
+            "total": sum(reasons.values()),
+            "by_reason": dict(sorted(reasons.items())),
+            "unreadable": result.unreadable,
+        }
