@@ -7,6 +7,7 @@ made by Postgres inside the flush transaction, where the fence is checked agains
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -45,6 +46,7 @@ class PartitionMark:
     max_offset: int = -1
     max_event_time: datetime | None = None
     charges: int = 0
+    first_record: str | None = None  # fingerprint of the record at offset 0, when in the batch
 
 
 @dataclass(slots=True)
@@ -54,12 +56,19 @@ class Batch:
     marks: dict[int, PartitionMark] = field(default_factory=dict)
 
     def add_record(
-        self, partition: int, offset: int, charges: Iterable[Charge], positions: Iterable[int] | None = None
+        self,
+        partition: int,
+        offset: int,
+        charges: Iterable[Charge],
+        positions: Iterable[int] | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         """Take the accepted charges of one Kafka record (possibly none) and their positions in it."""
         mark = self.marks.get(partition)
         if mark is None:
             mark = self.marks[partition] = PartitionMark()
+        if offset == 0:
+            mark.first_record = fingerprint
         if offset > mark.max_offset:
             mark.max_offset = offset
         zone = self.zone
@@ -140,3 +149,12 @@ def fold(charges: Iterable[Charge], zone: ZoneInfo) -> dict[DailyKey, Totals]:
             totals = out[key] = Totals()
         totals.add(charge)
     return out
+
+
+def record_fingerprint(key: bytes | None, value: bytes | None, timestamp: int | None) -> str:
+    """Identifies one Kafka record across re-reads, so a recreated topic can be told apart."""
+    digest = hashlib.sha256()
+    for part in (key or b"", value or b"", str(timestamp).encode()):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()[:32]

@@ -69,9 +69,10 @@ def _register() -> None:
     from streams.dev import dev
     from streams.dlq_cli import dlq
     from streams.produce_cli import produce
+    from streams.replay_cli import rebuild, replay
     from streams.totals import totals
 
-    for command in (dev, produce, totals, dlq, dashboard, demo):
+    for command in (dev, produce, totals, dlq, replay, rebuild, dashboard, demo):
         main.add_command(command)
 
 

@@ -35,9 +35,19 @@ ON CONFLICT DO NOTHING
 ENSURE_STATE = "INSERT INTO billing_state (topic) VALUES ($1) ON CONFLICT DO NOTHING"
 
 LOCK_PARTITIONS = """
-SELECT partition, applied_offset FROM billing_partitions
+SELECT partition, applied_offset, first_record FROM billing_partitions
 WHERE topic = $1 AND partition = ANY($2::integer[])
 ORDER BY partition FOR UPDATE
+"""
+
+SET_FIRST_RECORD = "UPDATE billing_partitions SET first_record = $3 WHERE topic = $1 AND partition = $2"
+
+# The partition's offsets started again at 0 (topic recreated, embedded broker restarted empty):
+# the old fences and first-seen coordinates refer to records that no longer exist.
+RESET_PARTITION_ROWS = "UPDATE daily_billing_records SET last_offset = -1 WHERE source_partition = $1"
+RESET_PARTITION_SEEN = 'UPDATE billing_seen_events SET "offset" = -1 WHERE partition = $1'
+RESET_PARTITION = """
+UPDATE billing_partitions SET applied_offset = -1, first_record = $3 WHERE topic = $1 AND partition = $2
 """
 
 READ_CLOSED = "SELECT closed_through FROM billing_state WHERE topic = $1"
@@ -50,7 +60,7 @@ ON CONFLICT (event_id) DO NOTHING
 """
 
 _key_match = " AND ".join(f"r.{c} = p.{c}" for c in KEY)
-_sums = ",\n       ".join(f"sum(f.{c}) AS {c}" for c in SUMMED)
+_sums = ",\n       ".join(f"coalesce(sum(f.{c}) FILTER (WHERE f.counted), 0) AS {c}" for c in SUMMED)
 _cols = ", ".join(KEY + SUMMED)
 _added = (*SUMMED, "charge_count", "late_charge_count")
 _excluded = ",\n    ".join(f"{c} = d.{c} + EXCLUDED.{c}" for c in _added)
@@ -58,12 +68,19 @@ _excluded = ",\n    ".join(f"{c} = d.{c} + EXCLUDED.{c}" for c in _added)
 # $1 topic, $2 closed_through (may be NULL). A charge is late when its day was already closed
 # when its partition passed the offset recorded at that closure (billing_closures).
 # Only the fixed column names above are spliced in; every value is a bound parameter.
+# $1 topic, $2 closed_through (may be NULL). A charge counts when its event_id was first seen at
+# these very coordinates (a re-send elsewhere is a duplicate) and lies beyond the row's fence.
+# Duplicates still move the fence past themselves, so that a replay long after their dedup
+# entry expired finds them fenced off. A charge is late when its day had been closed by the
+# time its partition passed the offset recorded at that closure (billing_closures).
 APPLY = f"""
 WITH fresh AS (
     SELECT p.*,
+           s.event_id IS NOT NULL AS counted,
+           r.id AS row_id,
            (c.applied_offset IS NOT NULL AND p."offset" > c.applied_offset) AS late
     FROM pending_charges p
-    JOIN billing_seen_events s
+    LEFT JOIN billing_seen_events s
       ON s.event_id = p.event_id AND s.partition = p.partition AND s."offset" = p."offset"
          AND s.position = p.position
     LEFT JOIN daily_billing_records r ON {_key_match}
@@ -79,18 +96,19 @@ INSERT INTO daily_billing_records AS d
      source_partition, last_offset)
 SELECT f.account_id, f.user_id, f.provider, f.date, f.charge_type,
        {_sums},
-       count(*), count(*) FILTER (WHERE f.late),
-       CASE WHEN bool_or(f.late) THEN 1 ELSE 0 END,
+       count(*) FILTER (WHERE f.counted), count(*) FILTER (WHERE f.counted AND f.late),
+       CASE WHEN bool_or(f.counted AND f.late) THEN 1 ELSE 0 END,
        CASE WHEN f.date <= $2::date THEN now() END,
        f.partition, max(f."offset")
 FROM fresh f
 GROUP BY f.account_id, f.user_id, f.provider, f.date, f.charge_type, f.partition
+HAVING bool_or(f.counted) OR bool_or(f.row_id IS NOT NULL)
 ON CONFLICT ON CONSTRAINT daily_billing_records_key DO UPDATE SET
     {_excluded},
     revision = d.revision + CASE WHEN EXCLUDED.late_charge_count > 0 THEN 1 ELSE 0 END,
     finalized_at = coalesce(d.finalized_at, EXCLUDED.finalized_at),
     last_offset = greatest(d.last_offset, EXCLUDED.last_offset),
-    updated_at = now()
+    updated_at = CASE WHEN EXCLUDED.charge_count > 0 THEN now() ELSE d.updated_at END
 """  # noqa: S608
 
 COUNT_DUPLICATES = """
