@@ -31,7 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streams import sink_sql
-from streams.aggregate import DailyKey, daily_key
+from streams.aggregate import DailyKey, daily_key, record_fingerprint
 from streams.config import Settings
 from streams.decode import Limits, decode_record
 from streams.kafka import aiokafka_options
@@ -106,6 +106,8 @@ class _Collector:
         self.ends: dict[int, int] = defaultdict(int)  # one past the last offset read
         self.read: dict[int, int] = defaultdict(int)  # records read per partition
         self.oldest: dict[int, tuple[int, int]] = {}  # first record read: (offset, timestamp ms)
+        self.fences: dict[DailyKey, tuple[int, int]] = {}  # duplicates move a row's fence too
+        self.first_records: dict[int, str] = {}  # fingerprint of each partition's offset 0
         self.records = 0
 
     def add(self, record: ConsumerRecord[Any, Any], progress: Progress | None) -> None:
@@ -114,13 +116,19 @@ class _Collector:
         s = self.settings
         limits = Limits(now, s.max_clock_skew, s.zone, s.late_horizon)
         decoded = decode_record(record.value, record.key, limits)
-        for index, charge in enumerate(decoded.charges):
+        if offset == 0:
+            self.first_records[partition] = record_fingerprint(
+                record.key, record.value, record.timestamp / 1000
+            )
+        for index, charge in zip(decoded.positions, decoded.charges, strict=True):
             where = (partition, offset, index)
+            key = daily_key(charge, s.zone)
+            if self.first <= key[3] <= self.last:
+                self.fences[key] = max(self.fences.get(key, (partition, offset)), (partition, offset))
             previous = self.seen.get(charge.event_id)
             if previous is not None and previous <= where:
                 continue
             self.seen[charge.event_id] = where
-            key = daily_key(charge, s.zone)
             if self.first <= key[3] <= self.last:
                 sums = [charge.prompt_tokens, charge.completion_tokens, charge.total]
                 self.kept[charge.event_id] = (key, [*sums, charge.cached_tokens, charge.reasoning_tokens])
@@ -149,6 +157,10 @@ class _Collector:
                 row.counts[6] += 1
             if offset > row.last_offset:
                 row.partition, row.last_offset = partition, offset
+        for key, row in out.items():  # as in APPLY: a re-sent copy's offset fences the row too
+            row.partition, row.last_offset = max(
+                (row.partition, row.last_offset), self.fences.get(key, (0, -1))
+            )
         return dict(out)
 
 
@@ -195,11 +207,22 @@ def _refuse_if_trimmed(settings: Settings, collector: _Collector) -> None:
             )
 
 
+FIRST_RECORDS = "SELECT partition, first_record FROM billing_partitions WHERE topic = $1"
+
+
 async def _write(
     conn: asyncpg.Connection, settings: Settings, collector: _Collector, progress: Progress | None
 ) -> RebuildResult:
     topic = settings.charges_topic
     locked = await conn.fetch(sink_sql.LOCK_ALL_PARTITIONS, topic)
+    stored = dict(await conn.fetch(FIRST_RECORDS, topic))
+    for partition, fingerprint in collector.first_records.items():
+        if stored.get(partition) not in (None, fingerprint):
+            raise ValueError(
+                f"partition {partition} of {topic} is not the topic the rows were made from (its first "
+                "record differs: recreated, or the embedded broker restarted); a rebuild would drop the "
+                "charges that are only in Postgres; nothing changed"
+            )
     behind = {r["partition"]: r["applied_offset"] for r in locked}
     tail = {p: collector.ends[p] for p, applied in behind.items() if applied >= collector.ends[p]}
     if tail:  # the worker got further than our read: take its tail while it waits for us
