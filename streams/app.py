@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,11 +22,12 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-from streams import crashpoints, dlq
-from streams.aggregate import Batch
+from streams import crashpoints, dlq, web
+from streams.aggregate import Batch, record_fingerprint
 from streams.config import Settings
 from streams.decode import Limits, decode_record
 from streams.kafka import ssl_context
+from streams.metrics import Metrics
 from streams.sink import PostgresSink
 
 log = logging.getLogger("streams.worker")
@@ -34,10 +36,13 @@ log = logging.getLogger("streams.worker")
 class Meter:
     """Turns a list of Kafka events into DLQ records and one durable sink flush."""
 
-    def __init__(self, settings: Settings, sink: PostgresSink, dlq_topic: Any) -> None:
+    def __init__(
+        self, settings: Settings, sink: PostgresSink, dlq_topic: Any, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
         self.sink = sink
         self.dlq_topic = dlq_topic
+        self.metrics = metrics or Metrics()
         self.stats: dict[str, int] = {"records": 0, "charges": 0, "duplicates": 0, "dlq": 0}
         self.dlq_by_reason: dict[str, int] = {}
 
@@ -49,6 +54,7 @@ class Meter:
         limits = self.limits()
         batch = Batch(self.settings.zone)
         deliveries: list[asyncio.Future[Any]] = []
+        reasons: list[str] = []
         for event in events:
             message = event.message
             decoded = decode_record(message.value, message.key, limits)
@@ -63,6 +69,7 @@ class Meter:
                     key=message.key,
                     payload=rejection.payload,
                 )
+                # Coordinates and reason only: the payload stays in the DLQ, never in the log.
                 log.warning(
                     "rejected %s[%d]@%d%s: %s",
                     message.topic,
@@ -70,15 +77,33 @@ class Meter:
                     message.offset,
                     "" if rejection.index is None else f" element {rejection.index}",
                     rejection.reason,
+                    extra={
+                        "topic": message.topic,
+                        "partition": message.partition,
+                        "offset": message.offset,
+                        "reason": rejection.reason,
+                    },
                 )
                 deliveries.append(await self.dlq_topic.send(key=message.key, value=dlq.encode(letter)))
                 self.dlq_by_reason[rejection.reason] = self.dlq_by_reason.get(rejection.reason, 0) + 1
-            batch.add_record(message.partition, message.offset, decoded.charges, decoded.positions)
+                reasons.append(rejection.reason)
+            fingerprint = (
+                record_fingerprint(message.key, message.value, message.timestamp)
+                if message.offset == 0
+                else None
+            )
+            batch.add_record(
+                message.partition, message.offset, decoded.charges, decoded.positions, fingerprint
+            )
         if deliveries:
             # The DLQ copy must be durable before its source offset may be acknowledged.
             await asyncio.gather(*deliveries)
+        for reason in reasons:  # counted once durable, like the charges below
+            self.metrics.observe_dlq(reason)
         crashpoints.reached("after_dlq_before_flush")
+        started = time.monotonic()
         result = await self.sink.flush(batch)
+        self.metrics.observe_flush(len(events), batch, result, time.monotonic() - started)
         self.stats["records"] += len(events)
         self.stats["charges"] += result.charges
         self.stats["duplicates"] += result.duplicates
@@ -90,6 +115,7 @@ class Meter:
                 result.duplicates,
                 result.rows_written,
                 result.seconds,
+                extra={"partitions": sorted(batch.marks)},
             )
 
 
@@ -110,9 +136,7 @@ def create_app(settings: Settings) -> faust.App:
         broker=f"kafka://{settings.kafka_bootstrap}",
         broker_credentials=broker_credentials,
         datadir=str(settings.data_dir / "faust"),
-        web_host=settings.web_host,
-        web_bind=settings.web_host,
-        web_port=settings.web_port,
+        **web.app_web_settings(settings),
         broker_session_timeout=settings.kafka_session_timeout.total_seconds(),
         broker_heartbeat_interval=settings.kafka_heartbeat_interval.total_seconds(),
         consumer_auto_offset_reset="earliest",
@@ -132,9 +156,11 @@ def create_app(settings: Settings) -> faust.App:
     dlq_topic = app.topic(
         settings.dlq_topic, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
     )
-    sink = PostgresSink(settings)
-    meter = Meter(settings, sink, dlq_topic)
+    metrics = Metrics()
+    sink = PostgresSink(settings, on_retry=metrics.on_retry)
+    meter = Meter(settings, sink, dlq_topic, metrics)
     app.billing_meter = meter  # type: ignore[attr-defined]
+    app.billing_readiness = web.install(app, settings, sink, metrics)  # type: ignore[attr-defined]
     flush_seconds = settings.flush_interval.total_seconds()
 
     @app.task

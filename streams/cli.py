@@ -19,7 +19,13 @@ def main() -> None:
     Start here: `billing dev up`, `billing migrate`, `billing worker`, `billing produce`,
     `billing totals`. `billing demo` runs all of it once on this machine.
     """
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from streams import logs
+    from streams.config import get_settings
+
+    try:
+        logs.configure(get_settings(), level="WARNING")  # honours BILLING_LOG_FORMAT=json
+    except ValueError:  # bad configuration: the command itself reports it in one line
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 @main.command()

@@ -9,11 +9,23 @@ from streams.config import Settings
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
-    """A verifying TLS context for SSL/SASL_SSL (the CA file is optional: system CAs otherwise)."""
+    """A verifying TLS context for SSL/SASL_SSL (the CA file is optional: system CAs otherwise).
+
+    Hostname checking and certificate verification stay on: there is no setting to turn them off.
+    """
     if not settings.kafka_security_protocol.endswith("SSL"):
         return None
     cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-    return ssl.create_default_context(cafile=cafile)
+    context = ssl.create_default_context(cafile=cafile)
+    if settings.kafka_ssl_certfile is not None:
+        # Mutual TLS (MSK, Aiven, Confluent with mTLS): the client proves itself with a cert.
+        key_password = settings.kafka_ssl_key_password
+        context.load_cert_chain(
+            str(settings.kafka_ssl_certfile),
+            str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+            key_password.get_secret_value() if key_password else None,
+        )
+    return context
 
 
 def aiokafka_options(settings: Settings) -> dict[str, Any]:

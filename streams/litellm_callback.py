@@ -29,7 +29,6 @@ import asyncio
 import atexit
 import concurrent.futures
 import logging
-import os
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -111,9 +110,9 @@ class BillingCallback(CustomLogger):
     ) -> None:
         super().__init__()
         self.settings = settings or get_settings()
-        self.account_key = account_key or self._setting("litellm_account_key", "account_id")
-        self.user_key = user_key or self._setting("litellm_user_key", "user_id")
-        self.charge_type = charge_type or self._setting("litellm_charge_type", "completion")
+        self.account_key = account_key or self.settings.litellm_account_key
+        self.user_key = user_key or self.settings.litellm_user_key
+        self.charge_type = charge_type or self.settings.litellm_charge_type
         self.bill_cache_hits = bill_cache_hits  # a LiteLLM cache hit calls no provider: no tokens
         self.sent = 0
         self.failed: list[tuple[dict[str, Any], str]] = []
@@ -122,11 +121,6 @@ class BillingCallback(CustomLogger):
         self._pending: set[concurrent.futures.Future[Any]] = set()
         self._lock = threading.Lock()
         atexit.register(self.close)
-
-    def _setting(self, name: str, default: str) -> str:
-        """`Settings.<name>` once Settings has the field, until then the BILLING_<NAME> variable."""
-        value = getattr(self.settings, name, None) or os.environ.get(f"BILLING_{name.upper()}")
-        return str(value) if value else default
 
     # LiteLLM's hooks: keyword names must stay as LiteLLM passes them.
     def log_success_event(

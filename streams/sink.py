@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import asyncpg
 
-from streams import crashpoints
+from streams import crashpoints, metrics_sql
 from streams import sink_sql as sql
 from streams.aggregate import Batch
 from streams.config import Settings
@@ -56,6 +56,7 @@ class FlushResult:
     duplicates: int
     rows_written: int
     seconds: float
+    late: int = 0  # charges added to an already-final day (counted for metrics only)
 
 
 class PostgresSink:
@@ -72,6 +73,11 @@ class PostgresSink:
         self._lock = asyncio.Lock()
         self._on_retry = on_retry
         self._stopped = False
+
+    @property
+    def connected(self) -> bool:
+        """True while the sink holds an open Postgres connection (what /ready reports)."""
+        return self._conn is not None and not self._conn.is_closed()
 
     async def start(self) -> None:
         """Connect now (retrying while Postgres is unreachable) rather than at the first flush."""
@@ -103,8 +109,9 @@ class PostgresSink:
                         f"partitions {partitions} of {self.topic!r} are not all known to the sink; "
                         f"does BILLING_PARTITIONS ({self.settings.partitions}) match the topic?"
                     )
+                await self._check_incarnation(conn, locked, batch)
                 closed = await conn.fetchval(sql.READ_CLOSED, self.topic)
-                duplicates = 0
+                duplicates = late = 0
                 written = "INSERT 0 0"
                 if batch.rows:
                     await conn.execute(sql.CREATE_PENDING)
@@ -113,6 +120,8 @@ class PostgresSink:
                     )
                     await conn.execute(sql.RECORD_SEEN)
                     duplicates = await conn.fetchval(sql.COUNT_DUPLICATES)
+                    if closed is not None and any(row[7] <= closed for row in batch.rows):
+                        late = await conn.fetchval(metrics_sql.COUNT_LATE, self.topic)
                     written = await conn.execute(sql.APPLY, self.topic, closed)
                 crashpoints.reached("inside_flush_transaction")
                 await conn.execute(
@@ -124,9 +133,29 @@ class PostgresSink:
                     [m.charges > 0 for m in marks],
                 )
             elapsed = asyncio.get_running_loop().time() - started
-            return FlushResult(len(batch.rows), int(duplicates), int(written.split()[-1]), elapsed)
+            return FlushResult(len(batch.rows), int(duplicates), int(written.split()[-1]), elapsed, int(late))
 
         return await self._run(write)
+
+    async def _check_incarnation(self, conn: asyncpg.Connection, locked: list, batch: Batch) -> None:
+        """Reset a partition's fences when its offset 0 now holds a different record."""
+        stored = {r["partition"]: r["first_record"] for r in locked}
+        for partition, mark in batch.marks.items():
+            fingerprint = mark.first_record
+            if fingerprint is None or stored.get(partition) == fingerprint:
+                continue
+            if stored.get(partition) is None:
+                await conn.execute(sql.SET_FIRST_RECORD, self.topic, partition, fingerprint)
+                continue
+            log.warning(
+                "partition %d of %s starts over at offset 0 with another record (topic recreated or "
+                "broker restarted empty): resetting its offset fences",
+                partition,
+                self.topic,
+            )
+            await conn.execute(sql.RESET_PARTITION_ROWS, partition)
+            await conn.execute(sql.RESET_PARTITION_SEEN, partition)
+            await conn.execute(sql.RESET_PARTITION, self.topic, partition, fingerprint)
 
     async def close_days(self, now: datetime | None = None) -> date | None:
         """Finalize the days the watermark (or the wall clock) has passed; returns closed_through."""
@@ -164,6 +193,15 @@ class PostgresSink:
             return int(status.split()[-1])
 
         return await self._run(purge)
+
+    async def day_status(self) -> tuple[int, date | None]:
+        """(billing days with provisional rows, closed_through) for the metrics."""
+
+        async def read(conn: asyncpg.Connection) -> tuple[int, date | None]:
+            open_days = await conn.fetchval(metrics_sql.OPEN_DAYS)
+            return int(open_days), await conn.fetchval(metrics_sql.READ_CLOSED, self.topic)
+
+        return await self._run(read)
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():

@@ -24,9 +24,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from schemas.charge import Charge
-from streams.config import Settings
-
 Shape = Literal["openai_chat", "openai_responses", "anthropic", "input_output", "gemini"]
 #: Charge.provider slug implied by a shape; "input_output" (bare input/output counts) is both
 #: OpenAI responses and Anthropic, mapped identically, so it implies no provider.
@@ -208,21 +205,3 @@ def merge_usage(fields: Mapping[str, Any], usage: Any) -> dict[str, Any]:
         if merged.get(name) is None and name in derived:
             merged[name] = derived[name]
     return merged
-
-
-async def acreate_charge(*, usage: Any = None, settings: Settings | None = None, **fields: Any) -> Charge:
-    """`streams.producer.acreate_charge` that also takes `usage=` (a response or its usage)."""
-    from streams import producer
-
-    return await producer.acreate_charge(settings=settings, **_with_usage(fields, usage))
-
-
-def create_charge(*, usage: Any = None, settings: Settings | None = None, **fields: Any) -> Charge:
-    """`streams.producer.create_charge` that also takes `usage=` (a response or its usage)."""
-    from streams import producer
-
-    return producer.create_charge(settings=settings, **_with_usage(fields, usage))
-
-
-def _with_usage(fields: dict[str, Any], usage: Any) -> dict[str, Any]:
-    return fields if usage is None else merge_usage(fields, usage)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 
+from streams import logs
 from streams.config import Settings
 
 log = logging.getLogger("streams.worker")
@@ -19,20 +19,25 @@ def run_worker(settings: Settings) -> None:
     from streams.app import create_app
     from streams.embedded_broker import ensure_topics
 
+    logs.configure(settings)  # until Faust installs the same configuration at start
     asyncio.run(ensure_topics(settings))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
+    # Faust (mode) installs logging when the worker starts; handing it our dictConfig is what
+    # makes its own lines, aiokafka's and ours share one format (JSON lines when asked).
     worker = faust.Worker(
         app,
         loglevel=settings.log_level.upper(),
+        logging_config=logs.dict_config(settings),
         quiet=True,
         redirect_stdouts=False,
     )
+    logging.captureWarnings(True)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         fatal = os.environ.get("BILLING_WORKER_FATAL")
         if fatal:
-            print(f"billing worker: stopped on a fatal error ({fatal}); see the log", file=sys.stderr)
+            log.critical("billing worker: stopped on a fatal error (%s); see the lines above", fatal)
             raise SystemExit(3) from None
         raise SystemExit(exc.code) from None

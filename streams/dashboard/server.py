@@ -21,7 +21,6 @@ import binascii
 import hmac
 import ipaddress
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ from typing import Any
 import asyncpg
 import click
 from aiohttp import web
-from pydantic import SecretStr
 
 from streams.cli_common import load_settings
 from streams.config import Settings
@@ -238,16 +236,6 @@ async def serve(settings: Settings, host: str, port: int, token: str | None) -> 
         await runner.cleanup()
 
 
-def setting(settings: Settings, name: str) -> str | None:
-    """`Settings.<name>` once Settings has the field, until then the BILLING_<NAME> variable."""
-    value = getattr(settings, name, None)
-    if isinstance(value, SecretStr):
-        value = value.get_secret_value()
-    if value is None:
-        value = os.environ.get(f"BILLING_{name.upper()}")
-    return None if value is None or value == "" else str(value)
-
-
 @click.command("dashboard")
 @click.option(
     "--host", default=None, help=f"Address to bind [BILLING_DASHBOARD_HOST; default {DEFAULT_HOST}]."
@@ -262,14 +250,11 @@ def dashboard(host: str | None, port: int | None) -> None:
     login prompt). It binds to 127.0.0.1 unless told otherwise.
     """
     settings = load_settings()
-    host = host or setting(settings, "dashboard_host") or DEFAULT_HOST
-    try:
-        port = port if port is not None else int(setting(settings, "dashboard_port") or DEFAULT_PORT)
-    except ValueError:
-        raise click.ClickException("BILLING_DASHBOARD_PORT must be a port number") from None
+    host = host or settings.dashboard_host
+    port = port if port is not None else settings.dashboard_port
     if not 0 < port < 65536:
         raise click.ClickException(f"port {port} is out of range")
-    token = setting(settings, "dashboard_token")
+    token = settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
     if not token and not _is_loopback(host):
         click.echo(f"warning: serving billing data on {host} without BILLING_DASHBOARD_TOKEN", err=True)
     try:

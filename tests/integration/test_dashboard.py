@@ -414,4 +414,4 @@ async def test_command_serves_on_loopback_with_env_settings(loaded: str) -> None
         sys.executable, "-c", code, env=env, cwd=ROOT, stderr=asyncio.subprocess.PIPE
     )
     _, err = await asyncio.wait_for(bad.communicate(), 20)
-    assert bad.returncode == 1 and b"BILLING_DASHBOARD_PORT must be a port number" in err
+    assert bad.returncode == 1 and b"bad configuration BILLING_DASHBOARD_PORT" in err

@@ -22,8 +22,8 @@ from litellm.types.utils import CompletionTokensDetailsWrapper, PromptTokensDeta
 from streams.config import Settings  # noqa: E402
 from streams.embedded_broker import ensure_topics  # noqa: E402
 from streams.litellm_callback import BillingCallback  # noqa: E402
+from streams.producer import acreate_charge  # noqa: E402
 from streams.topic_reader import read_topic  # noqa: E402
-from streams.usage import acreate_charge  # noqa: E402
 from tests.support import unique, wait_until  # noqa: E402
 
 pytestmark = [

@@ -18,7 +18,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.charge import Charge
-from streams import usage as usage_mod
 from streams.usage import UsageError, charge_fields, detect_shape, merge_usage, parse_usage, usage_of
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "usage"
@@ -156,28 +155,36 @@ def test_merge_fills_and_checks() -> None:
 
 
 def test_create_charge_takes_usage(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: dict[str, Any] = {}
+    sent: list[Charge] = []
 
-    async def fake(*, settings: Any = None, **fields: Any) -> Charge:
-        seen.update(fields)
-        return Charge.model_validate(fields | {"event_id": "e", "occurred_at": datetime.now(UTC)})
+    class FakeProducer:
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+        async def __aenter__(self) -> FakeProducer:
+            return self
+
+        async def __aexit__(self, *exc: Any) -> None: ...
+
+        async def send(self, charge: Charge) -> None:
+            sent.append(charge)
 
     from streams import producer
 
-    monkeypatch.setattr(producer, "acreate_charge", fake)
+    monkeypatch.setattr(producer, "ChargeProducer", FakeProducer)
     usage = {"input_tokens": 21, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 100}
-    charge = usage_mod.create_charge(
+    charge = producer.create_charge(
         usage=usage | {"output_tokens": 9}, account_id="acme", user_id="alice", charge_type="completion"
     )
+    assert sent == [charge]
     assert (charge.provider, charge.prompt_tokens, charge.cached_tokens, charge.total) == (
         "anthropic",
         121,
         100,
         130,
     )
-    assert seen["completion_tokens"] == 9
+    assert charge.completion_tokens == 9
     with pytest.raises(ValueError, match="known token fields"):
-        usage_mod.create_charge(usage={}, account_id="a", user_id="u", charge_type="completion")
+        producer.create_charge(usage={}, account_id="a", user_id="u", charge_type="completion")
 
 
 counts = st.integers(0, 10**9)

@@ -1,0 +1,249 @@
+"""The run: the data, the order of the measurements, and what each adds to the report."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+from dataclasses import dataclass
+
+import asyncpg
+from rich.console import Console
+
+from bench import ceiling, components, data, e2e, latency, naive, produce, scale, seed
+from bench.infra import Bench
+from bench.report import Report
+
+MEASUREMENTS = (
+    "producer",
+    "components",
+    "ceiling",
+    "e2e",
+    "e2e2",
+    "single",
+    "seed",
+    "naive",
+    "latency",
+    "scale",
+)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    n: int  # e2e charges, producer layout
+    single: int  # e2e charges, one charge per record
+    seed: int  # charges through the seed pipeline
+    naive_window: float  # seconds the naive Faust app is timed
+    latency_seconds: float
+    levels: tuple[int, ...]  # distinct daily keys
+
+
+FULL = Sizes(1_000_000, 100_000, 50_000, 30, 60, (10_000, 100_000, 1_000_000))
+QUICK = Sizes(100_000, 20_000, 20_000, 8, 15, (10_000, 100_000))
+
+
+def rate(value: float, unit: str = "charges/s") -> str:
+    return f"{value:,.0f} {unit}"
+
+
+class Run:
+    def __init__(self, args: argparse.Namespace, console: Console) -> None:
+        self.args, self.console = args, console
+        self.sizes = QUICK if args.quick else FULL
+        self.only = set(args.only.split(",")) if args.only else set(MEASUREMENTS)
+        self.report = Report("quick" if args.quick else "full", args.seed)
+        self.postgres = ""
+
+    def step(self, text: str) -> None:
+        self.console.log(text)
+
+    async def guarded(self, name: str, coro: object) -> None:
+        """Run one measurement; a failure is reported in the table, the others still run."""
+        try:
+            await coro  # type: ignore[misc]
+        except Exception as exc:
+            self.console.log(f"[red]{name} failed: {exc}")
+            self.report.add(name, "FAILED", str(exc).splitlines()[0][:200])
+
+    async def main(self, bench: Bench) -> None:
+        s, r, f = self.sizes, self.report, self.report.figures
+        conn = await asyncpg.connect(bench.server_url)
+        self.postgres = (await conn.fetchval("SHOW server_version")).split()[0]
+        self.postgres = f"PostgreSQL {self.postgres} (private server, fsync on)"
+        await conn.close()
+
+        self.step(f"generating {s.n:,} seeded charges (1,000 Zipf accounts, 7 days)")
+        charges = data.realistic(s.n, self.args.seed)
+        gc.freeze()  # a million live models must not slow every later collection down
+        expected = data.expected_rows(charges)
+        topic, single_topic = "bench-charges", "bench-single"
+        for name in (topic, "bench-bare", single_topic):
+            await bench.create_topic(name)
+
+        self.step("producing: ChargeProducer, then the same bytes with a bare aiokafka producer")
+        lib = await produce.with_library(bench.settings(topic), charges)
+        records = len(lib.records)
+        r.add(
+            "producer: ChargeProducer (batched per account)",
+            rate(lib.rate),
+            f"{s.n:,} charges in {records:,} records, {lib.bytes / 1e6:.0f} MB, {lib.seconds:.1f} s",
+        )
+        if "producer" in self.only:
+            bare = await produce.bare(bench.settings("bench-bare"), "bench-bare", lib.records, s.n)
+            f["producer_ratio"] = lib.rate / bare.rate
+            r.add(
+                "producer: bare aiokafka, same bytes",
+                rate(bare.rate),
+                f"ChargeProducer = {lib.rate / bare.rate:.0%} of it",
+            )
+        if "components" in self.only:
+            await self.guarded("components", self.components(bench, lib.records[:20_000], topic))
+        lib.records.clear()
+        single = charges[: s.single]
+        one = await produce.with_library(bench.settings(single_topic), single, batch=False)
+        r.add("producer: ChargeProducer, one charge per record", rate(one.rate), f"{s.single:,} charges")
+
+        if "ceiling" in self.only:
+            await self.guarded("ceiling", self.ceilings(bench, topic, single_topic, records))
+        if "e2e" in self.only:
+            await self.guarded("e2e 1 worker", self.e2e(bench, topic, expected, 1))
+        if "e2e2" in self.only:
+            await self.guarded("e2e 2 workers", self.e2e(bench, topic, expected, 2))
+        if "single" in self.only:
+            await self.guarded("e2e single", self.single(bench, single_topic, single))
+        if "seed" in self.only:
+            await self.guarded("seed", self.seed(bench, charges[: s.seed]))
+        if "naive" in self.only:
+            await self.guarded("naive Faust", self.naive(bench, topic))
+        if "latency" in self.only:
+            await self.guarded("latency", self.latency(bench, charges[:5000]))
+        del charges, single, expected
+        gc.unfreeze()
+        gc.collect()
+        if "scale" in self.only:
+            await self.guarded("scale", self.scale(bench))
+        self.report.ratio("x_seed", "e2e", "seed")
+        self.report.ratio("x_naive", "e2e", "naive_faust")
+        self.report.ratio("of_ceiling", "e2e", "ceiling_aiokafka")
+
+    async def components(self, bench: Bench, records: list, topic: str) -> None:
+        self.step(
+            f"components: decode alone, then the Postgres sink alone, on {len(records):,} of those records"
+        )
+        c = await components.components(bench, records, topic)
+        note = f"{c.charges:,} charges in {c.records:,} records, no Kafka, no Faust"
+        self.report.add("component: decode + batch (worker CPU)", rate(c.decode_rate), note)
+        note = "PostgresSink.flush per 2,000 records: COPY, dedup ledger, fenced upsert, one transaction"
+        self.report.add("component: Postgres sink", rate(c.sink_rate), note)
+        note = "decode then flush, one after the other, as the worker runs them: the bound without Faust"
+        self.report.add("component: serial bound 1/(1/decode + 1/sink)", rate(c.serial_rate), note)
+
+    async def ceilings(self, bench: Bench, topic: str, single_topic: str, records: int) -> None:
+        s, r = self.sizes, self.report
+        self.step("ceiling: bare consumers reading and JSON-decoding the same records")
+        aio = await ceiling.aiokafka_ceiling(bench.bootstrap, topic, s.n)
+        r.figures["ceiling_aiokafka"] = aio.rate
+        r.add(
+            "ceiling: aiokafka getmany + json.loads", rate(aio.rate), f"{rate(aio.record_rate, 'records/s')}"
+        )
+        conf = await ceiling.confluent_ceiling(bench.bootstrap, topic, s.n)
+        if conf is not None:
+            r.figures["ceiling_confluent"] = conf.rate
+            note = rate(conf.record_rate, "records/s")
+            r.add("ceiling: confluent-kafka consume + json.loads", rate(conf.rate), note)
+        one = await ceiling.aiokafka_ceiling(bench.bootstrap, single_topic, s.single)
+        r.add(
+            "ceiling: aiokafka, one charge per record",
+            rate(one.record_rate, "records/s"),
+            f"{s.single:,} records",
+        )
+
+    async def e2e(self, bench: Bench, topic: str, expected: dict, workers: int) -> None:
+        s, r = self.sizes, self.report
+        self.step(f"e2e: {s.n:,} charges, {workers} worker(s), from worker start until Postgres has them all")
+        done = await e2e.e2e(bench, topic, s.n, expected, f"e2e{workers}w", workers)
+        key = "e2e" if workers == 1 else "e2e_2w"
+        r.figures[key] = done.rate
+        note = (
+            f"{done.progress.done:.1f} s from start ({done.progress.first:.1f} s to the first flush); "
+            f"steady {rate(done.steady_rate)}; {done.rows:,} rows exact; peak RSS {done.rss_peak / 2**20:.0f} MiB; "
+            f"{done.cpu.describe()}"
+        )
+        r.add(
+            f"e2e: {workers} worker{'s' if workers > 1 else ''}, producer layout, N={s.n:,}",
+            rate(done.rate),
+            note,
+        )
+
+    async def single(self, bench: Bench, topic: str, charges: list) -> None:
+        s, r = self.sizes, self.report
+        self.step(f"e2e: {s.single:,} charges, one charge per record, 1 worker")
+        done = await e2e.e2e(bench, topic, s.single, data.expected_rows(charges), "single", 1)
+        r.figures["e2e_single"] = done.rate
+        note = f"steady {rate(done.steady_rate)}; {done.progress.done:.1f} s; {done.cpu.describe()}"
+        r.add(f"e2e: 1 worker, one charge per record, N={s.single:,}", rate(done.rate), note)
+
+    async def seed(self, bench: Bench, charges: list) -> None:
+        self.step(f"seed baseline: {len(charges):,} charges, one INSERT each, then the per-group job")
+        result = await seed.run_seed(await bench.new_database("seed"), charges)
+        self.report.figures["seed"] = result.rate
+        note = (
+            f"inserts {rate(result.insert_rate)} on {result.concurrency} connections ({result.insert_seconds:.1f} s), "
+            f"aggregation {result.groups:,} groups in {result.aggregate_seconds:.1f} s"
+        )
+        self.report.add(
+            f"seed: Django/Celery pipeline re-implemented, N={len(charges):,}", rate(result.rate), note
+        )
+
+    async def naive(self, bench: Bench, topic: str) -> None:
+        window = self.sizes.naive_window
+        self.step(f"naive Faust: table update + upsert per charge, timed over {window:.0f} s")
+        result = await naive.naive_faust(bench, topic, window)
+        self.report.figures["naive_faust"] = result.rate
+        note = f"{result.counted:,} charges in {result.window:.0f} s of steady state (start-up not counted)"
+        self.report.add("naive Faust: per-event table + upsert", rate(result.rate), note)
+
+    async def latency(self, bench: Bench, templates: list) -> None:
+        seconds = self.sizes.latency_seconds
+        self.step(f"latency: 2,000 charges/s for {seconds:.0f} s, produce to visible in the provisional row")
+        result = await latency.latency(bench, templates, seconds)
+        p50, p99, top = (result.pct(0.5) * 1000, result.pct(0.99) * 1000, max(result.latencies) * 1000)
+        self.report.figures["p99_ms"] = p99
+        note = (
+            f"max {top:.0f} ms; {len(result.latencies)} probes, {result.lost} never seen; "
+            f"achieved {rate(result.rate)}; BILLING_FLUSH_INTERVAL 2 s, producer linger 50 ms"
+        )
+        self.report.add("latency p50 / p99", f"{p50:.0f} / {p99:.0f} ms", note)
+
+    async def scale(self, bench: Bench) -> None:
+        levels, r = self.sizes.levels, self.report
+        self.step(f"scale: one warm worker fed new daily keys up to {levels[-1]:,}, then SIGKILL and restart")
+        result = await scale.scale(bench, levels, self.args.seed, self.console.log)
+        idle = result.rss_idle
+        for level in result.levels:
+            note = (
+                f"+{level.increment:,} new keys in {level.seconds:.1f} s (warm worker, producing included); "
+                f"worker RSS end {level.rss_end / 2**20:.0f} MiB, peak {level.rss_peak / 2**20:.0f} MiB "
+                f"(idle {idle / 2**20:.0f}); Postgres {level.rows_bytes / level.keys:.0f} B/key rows "
+                f"+ {level.seen_bytes / level.keys:.0f} B/charge dedup ledger"
+            )
+            r.add(f"scale: {level.keys:,} keys open", rate(level.rate), note)
+        large = result.levels[-1]
+        r.figures["bytes_per_key"] = max(0.0, (large.rss_end - idle) / large.keys)
+        r.add(
+            f"worker RSS per open key at {large.keys:,}",
+            f"{r.figures['bytes_per_key']:.0f} B",
+            f"(RSS {large.rss_end / 2**20:.0f} MiB - idle {idle / 2**20:.0f} MiB) / keys; the worker keeps "
+            f"no per-key state: this is flush-batch memory; state dir {result.state_dir_bytes / 1e6:.1f} MB",
+        )
+        if len(result.levels) >= 2:
+            before = result.levels[-2]
+            r.figures["scale_flatness"] = large.rate / before.rate
+            r.add(
+                f"throughput at {large.keys:,} vs {before.keys:,} keys",
+                f"{r.figures['scale_flatness']:.2f}×",
+                f"{rate(large.rate)} vs {rate(before.rate)}",
+            )
+        if result.recovery_seconds is not None:
+            r.figures["recovery_s"] = result.recovery_seconds
+            note = "SIGKILL to a new charge visible: restart, group join (dead member times out), flush"
+            r.add(f"recovery after SIGKILL ({large.keys:,} keys)", f"{result.recovery_seconds:.1f} s", note)
