@@ -33,7 +33,8 @@ def _normalize_slug(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
-Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+# No silent trimming: " alice" and "alice" would bill as two users. Surrounding space is refused.
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S(?:[\s\S]*\S)?$")]
 Slug = Annotated[str, BeforeValidator(_normalize_slug), StringConstraints(pattern=SLUG_PATTERN)]
 Count = Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)]
 Note = Annotated[str, StringConstraints(max_length=512)]

@@ -16,6 +16,7 @@ import os
 import signal
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +26,7 @@ from faust.types import EventT
 from streams import crashpoints, dlq, web
 from streams.aggregate import Batch, record_fingerprint
 from streams.config import Settings
-from streams.decode import Limits, decode_record
+from streams.decode import Limits, Rejection, decode_record
 from streams.kafka import ssl_context
 from streams.metrics import Metrics
 from streams.sink import PostgresSink
@@ -51,41 +52,22 @@ class Meter:
         return Limits(datetime.now(UTC), s.max_clock_skew, s.zone, s.late_horizon)
 
     async def handle(self, events: Sequence[EventT]) -> None:
+        """Decode `events` and make their effect durable, in batches of at most batch_charges."""
         limits = self.limits()
         batch = Batch(self.settings.zone)
         deliveries: list[asyncio.Future[Any]] = []
         reasons: list[str] = []
+        records = 0
         for event in events:
             message = event.message
-            decoded = decode_record(message.value, message.key, limits)
+            # The verdicts that depend on "now" (clock skew, late horizon) use the record's own
+            # timestamp when it is earlier, so a replay months later reaches the same verdict.
+            record_time = datetime.fromtimestamp(message.timestamp, UTC) if message.timestamp else limits.now
+            decoded = decode_record(
+                message.value, message.key, replace(limits, now=min(limits.now, record_time))
+            )
             for rejection in decoded.rejections:
-                letter = dlq.make_dead_letter(
-                    reason=rejection.reason,
-                    detail=rejection.detail,
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    index=rejection.index,
-                    key=message.key,
-                    payload=rejection.payload,
-                )
-                # Coordinates and reason only: the payload stays in the DLQ, never in the log.
-                log.warning(
-                    "rejected %s[%d]@%d%s: %s",
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    "" if rejection.index is None else f" element {rejection.index}",
-                    rejection.reason,
-                    extra={
-                        "topic": message.topic,
-                        "partition": message.partition,
-                        "offset": message.offset,
-                        "reason": rejection.reason,
-                    },
-                )
-                deliveries.append(await self.dlq_topic.send(key=message.key, value=dlq.encode(letter)))
-                self.dlq_by_reason[rejection.reason] = self.dlq_by_reason.get(rejection.reason, 0) + 1
+                deliveries.append(await self._dead_letter(message, rejection))
                 reasons.append(rejection.reason)
             fingerprint = (
                 record_fingerprint(message.key, message.value, message.timestamp)
@@ -95,6 +77,44 @@ class Meter:
             batch.add_record(
                 message.partition, message.offset, decoded.charges, decoded.positions, fingerprint
             )
+            records += 1
+            if len(batch) >= self.settings.batch_charges:  # bounds the worker's memory
+                await self._commit(batch, deliveries, reasons, records)
+                batch, deliveries, reasons, records = Batch(self.settings.zone), [], [], 0
+        await self._commit(batch, deliveries, reasons, records)
+
+    async def _dead_letter(self, message: Any, rejection: Rejection) -> asyncio.Future[Any]:
+        letter = dlq.make_dead_letter(
+            reason=rejection.reason,
+            detail=rejection.detail,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            index=rejection.index,
+            key=message.key,
+            payload=rejection.payload,
+        )
+        # Coordinates and reason only: the payload stays in the DLQ, never in the log.
+        log.warning(
+            "rejected %s[%d]@%d%s: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            "" if rejection.index is None else f" element {rejection.index}",
+            rejection.reason,
+            extra={
+                "topic": message.topic,
+                "partition": message.partition,
+                "offset": message.offset,
+                "reason": rejection.reason,
+            },
+        )
+        self.dlq_by_reason[rejection.reason] = self.dlq_by_reason.get(rejection.reason, 0) + 1
+        return await self.dlq_topic.send(key=message.key, value=dlq.encode(letter))
+
+    async def _commit(
+        self, batch: Batch, deliveries: list[asyncio.Future[Any]], reasons: list[str], records: int
+    ) -> None:
         if deliveries:
             # The DLQ copy must be durable before its source offset may be acknowledged.
             await asyncio.gather(*deliveries)
@@ -103,8 +123,8 @@ class Meter:
         crashpoints.reached("after_dlq_before_flush")
         started = time.monotonic()
         result = await self.sink.flush(batch)
-        self.metrics.observe_flush(len(events), batch, result, time.monotonic() - started)
-        self.stats["records"] += len(events)
+        self.metrics.observe_flush(records, batch, result, time.monotonic() - started)
+        self.stats["records"] += records
         self.stats["charges"] += result.charges
         self.stats["duplicates"] += result.duplicates
         self.stats["dlq"] += len(deliveries)
@@ -169,7 +189,8 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(charges, name="meter", concurrency=1)
     async def meter_agent(stream: faust.StreamT) -> None:
-        async for events in stream.noack_take(settings.batch_records, within=flush_seconds):
+        # Half the interval: a charge waits at most that for its batch, plus the flush itself.
+        async for events in stream.noack_take(settings.batch_records, within=flush_seconds / 2):
             try:
                 await meter.handle(events)
             except Exception as exc:

@@ -194,6 +194,9 @@ class Settings(BaseSettings):
     # How many Kafka records the worker gathers before it flushes (it flushes every
     # flush_interval anyway) and how long a transient Postgres error is retried per attempt.
     batch_records: int = Field(2000, ge=1, description="Kafka records gathered per flush at most")
+    batch_charges: int = Field(
+        20000, ge=1, description="charges per Postgres transaction at most (bounds worker memory)"
+    )
     pg_retry_max_backoff: Duration = Field(
         timedelta(seconds=10), description="longest wait between retries while Postgres is unreachable"
     )

@@ -111,18 +111,15 @@ class PostgresSink:
                     )
                 await self._check_incarnation(conn, locked, batch)
                 closed = await conn.fetchval(sql.READ_CLOSED, self.topic)
-                duplicates = late = 0
-                written = "INSERT 0 0"
+                written = late = duplicates = 0
                 if batch.rows:
+                    await conn.execute(sql.PLAN_FOR_BATCH)
                     await conn.execute(sql.CREATE_PENDING)
                     await conn.copy_records_to_table(
                         "pending_charges", records=batch.rows, columns=sql.PENDING_COPY_COLUMNS
                     )
                     await conn.execute(sql.RECORD_SEEN)
-                    duplicates = await conn.fetchval(sql.COUNT_DUPLICATES)
-                    if closed is not None and any(row[7] <= closed for row in batch.rows):
-                        late = await conn.fetchval(metrics_sql.COUNT_LATE, self.topic)
-                    written = await conn.execute(sql.APPLY, self.topic, closed)
+                    written, late, duplicates = await conn.fetchrow(sql.APPLY, self.topic, closed)
                 crashpoints.reached("inside_flush_transaction")
                 await conn.execute(
                     sql.ADVANCE,
@@ -133,7 +130,7 @@ class PostgresSink:
                     [m.charges > 0 for m in marks],
                 )
             elapsed = asyncio.get_running_loop().time() - started
-            return FlushResult(len(batch.rows), int(duplicates), int(written.split()[-1]), elapsed, int(late))
+            return FlushResult(len(batch.rows), int(duplicates), int(written), elapsed, int(late))
 
         return await self._run(write)
 
@@ -199,7 +196,7 @@ class PostgresSink:
 
         async def read(conn: asyncpg.Connection) -> tuple[int, date | None]:
             open_days = await conn.fetchval(metrics_sql.OPEN_DAYS)
-            return int(open_days), await conn.fetchval(metrics_sql.READ_CLOSED, self.topic)
+            return int(open_days), await conn.fetchval(sql.READ_CLOSED, self.topic)
 
         return await self._run(read)
 

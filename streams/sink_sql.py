@@ -17,6 +17,10 @@ from streams.aggregate import PENDING_COLUMNS
 SUMMED = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
 KEY = ("account_id", "user_id", "provider", "date", "charge_type")
 
+# Index lookups, not hash joins: a flush touches a batch's worth of rows, while the ledger and the
+# dedup keys grow to millions (the temp table has no statistics to tell the planner so).
+PLAN_FOR_BATCH = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+
 CREATE_PENDING = """
 CREATE TEMP TABLE IF NOT EXISTS pending_charges (
     event_id text NOT NULL, partition integer NOT NULL, "offset" bigint NOT NULL, position integer NOT NULL,
@@ -59,7 +63,7 @@ FROM pending_charges ORDER BY event_id, partition, "offset", position
 ON CONFLICT (event_id) DO NOTHING
 """
 
-_key_match = " AND ".join(f"r.{c} = p.{c}" for c in KEY)
+_key_match = " AND ".join(f"r.{c} = t.{c}" for c in KEY)
 _sums = ",\n       ".join(f"coalesce(sum(f.{c}) FILTER (WHERE f.counted), 0) AS {c}" for c in SUMMED)
 _cols = ", ".join(KEY + SUMMED)
 _added = (*SUMMED, "charge_count", "late_charge_count")
@@ -73,49 +77,55 @@ _excluded = ",\n    ".join(f"{c} = d.{c} + EXCLUDED.{c}" for c in _added)
 # Duplicates still move the fence past themselves, so that a replay long after their dedup
 # entry expired finds them fenced off. A charge is late when its day had been closed by the
 # time its partition passed the offset recorded at that closure (billing_closures).
+# One statement returns what the flush did: rows written, late charges added, duplicates seen.
 APPLY = f"""
-WITH fresh AS (
+WITH tagged AS (
     SELECT p.*,
-           s.event_id IS NOT NULL AS counted,
-           r.id AS row_id,
-           (c.applied_offset IS NOT NULL AND p."offset" > c.applied_offset) AS late
+           (s.partition = p.partition AND s."offset" = p."offset" AND s.position = p.position) AS counted
     FROM pending_charges p
-    LEFT JOIN billing_seen_events s
-      ON s.event_id = p.event_id AND s.partition = p.partition AND s."offset" = p."offset"
-         AND s.position = p.position
+    JOIN billing_seen_events s ON s.event_id = p.event_id
+),
+fresh AS (
+    SELECT t.*, r.id AS row_id,
+           (c.applied_offset IS NOT NULL AND t."offset" > c.applied_offset) AS late
+    FROM tagged t
     LEFT JOIN daily_billing_records r ON {_key_match}
     LEFT JOIN LATERAL (
         SELECT applied_offset FROM billing_closures cl
-        WHERE cl.topic = $1 AND cl.partition = p.partition AND cl.closed_through >= p.date
+        WHERE cl.topic = $1 AND cl.partition = t.partition AND cl.closed_through >= t.date
         ORDER BY cl.closed_through LIMIT 1
     ) c ON true
-    WHERE r.id IS NULL OR p."offset" > r.last_offset
+    WHERE r.id IS NULL OR t."offset" > r.last_offset
+),
+summed AS (
+    SELECT f.account_id, f.user_id, f.provider, f.date, f.charge_type,
+           {_sums},
+           count(*) FILTER (WHERE f.counted) AS charge_count,
+           count(*) FILTER (WHERE f.counted AND f.late) AS late_charge_count,
+           CASE WHEN bool_or(f.counted AND f.late) THEN 1 ELSE 0 END AS revision,
+           CASE WHEN f.date <= $2::date THEN now() END AS finalized_at,
+           f.partition AS source_partition, max(f."offset") AS last_offset
+    FROM fresh f
+    GROUP BY f.account_id, f.user_id, f.provider, f.date, f.charge_type, f.partition
+    HAVING bool_or(f.counted) OR bool_or(f.row_id IS NOT NULL)
+),
+written AS (
+    INSERT INTO daily_billing_records AS d
+        ({_cols}, charge_count, late_charge_count, revision, finalized_at,
+         source_partition, last_offset)
+    SELECT * FROM summed
+    ON CONFLICT ON CONSTRAINT daily_billing_records_key DO UPDATE SET
+        {_excluded},
+        revision = d.revision + CASE WHEN EXCLUDED.late_charge_count > 0 THEN 1 ELSE 0 END,
+        finalized_at = coalesce(d.finalized_at, EXCLUDED.finalized_at),
+        last_offset = greatest(d.last_offset, EXCLUDED.last_offset),
+        updated_at = CASE WHEN EXCLUDED.charge_count > 0 THEN now() ELSE d.updated_at END
+    RETURNING 1
 )
-INSERT INTO daily_billing_records AS d
-    ({_cols}, charge_count, late_charge_count, revision, finalized_at,
-     source_partition, last_offset)
-SELECT f.account_id, f.user_id, f.provider, f.date, f.charge_type,
-       {_sums},
-       count(*) FILTER (WHERE f.counted), count(*) FILTER (WHERE f.counted AND f.late),
-       CASE WHEN bool_or(f.counted AND f.late) THEN 1 ELSE 0 END,
-       CASE WHEN f.date <= $2::date THEN now() END,
-       f.partition, max(f."offset")
-FROM fresh f
-GROUP BY f.account_id, f.user_id, f.provider, f.date, f.charge_type, f.partition
-HAVING bool_or(f.counted) OR bool_or(f.row_id IS NOT NULL)
-ON CONFLICT ON CONSTRAINT daily_billing_records_key DO UPDATE SET
-    {_excluded},
-    revision = d.revision + CASE WHEN EXCLUDED.late_charge_count > 0 THEN 1 ELSE 0 END,
-    finalized_at = coalesce(d.finalized_at, EXCLUDED.finalized_at),
-    last_offset = greatest(d.last_offset, EXCLUDED.last_offset),
-    updated_at = CASE WHEN EXCLUDED.charge_count > 0 THEN now() ELSE d.updated_at END
+SELECT (SELECT count(*) FROM written) AS rows_written,
+       (SELECT coalesce(sum(late_charge_count), 0) FROM summed) AS late,
+       (SELECT count(*) FILTER (WHERE NOT counted) FROM tagged) AS duplicates
 """  # noqa: S608
-
-COUNT_DUPLICATES = """
-SELECT count(*) FROM pending_charges p
-JOIN billing_seen_events s ON s.event_id = p.event_id
-WHERE s.partition <> p.partition OR s."offset" <> p."offset" OR s.position <> p.position
-"""
 
 # $1 topic, $2 partitions, $3 max offsets, $4 max event times, $5 had charges
 ADVANCE = """
