@@ -16,7 +16,7 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +32,16 @@ from streams.metrics import Metrics
 from streams.sink import PostgresSink
 
 log = logging.getLogger("streams.worker")
+
+
+@dataclass(slots=True)
+class Prepared:
+    """Decoded records waiting for their Postgres transaction."""
+
+    batch: Batch
+    deliveries: list[asyncio.Future[Any]] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    records: int = 0
 
 
 class Meter:
@@ -53,11 +63,13 @@ class Meter:
 
     async def handle(self, events: Sequence[EventT]) -> None:
         """Decode `events` and make their effect durable, in batches of at most batch_charges."""
+        await self.commit(await self.prepare(events))
+
+    async def prepare(self, events: Sequence[EventT]) -> list[Prepared]:
+        """Decode and validate; start the DLQ sends. Nothing is durable yet (see `commit`)."""
         limits = self.limits()
-        batch = Batch(self.settings.zone)
-        deliveries: list[asyncio.Future[Any]] = []
-        reasons: list[str] = []
-        records = 0
+        chunks: list[Prepared] = []
+        current = Prepared(Batch(self.settings.zone))
         for event in events:
             message = event.message
             # The verdicts that depend on "now" (clock skew, late horizon) use the record's own
@@ -67,21 +79,27 @@ class Meter:
                 message.value, message.key, replace(limits, now=min(limits.now, record_time))
             )
             for rejection in decoded.rejections:
-                deliveries.append(await self._dead_letter(message, rejection))
-                reasons.append(rejection.reason)
+                current.deliveries.append(await self._dead_letter(message, rejection))
+                current.reasons.append(rejection.reason)
             fingerprint = (
                 record_fingerprint(message.key, message.value, message.timestamp)
                 if message.offset == 0
                 else None
             )
-            batch.add_record(
+            current.batch.add_record(
                 message.partition, message.offset, decoded.charges, decoded.positions, fingerprint
             )
-            records += 1
-            if len(batch) >= self.settings.batch_charges:  # bounds the worker's memory
-                await self._commit(batch, deliveries, reasons, records)
-                batch, deliveries, reasons, records = Batch(self.settings.zone), [], [], 0
-        await self._commit(batch, deliveries, reasons, records)
+            current.records += 1
+            if len(current.batch) >= self.settings.batch_charges:  # bounds the worker's memory
+                chunks.append(current)
+                current = Prepared(Batch(self.settings.zone))
+        chunks.append(current)
+        return chunks
+
+    async def commit(self, chunks: list[Prepared]) -> None:
+        """Make prepared batches durable, in order; returns once all are committed."""
+        for chunk in chunks:
+            await self._commit(chunk.batch, chunk.deliveries, chunk.reasons, chunk.records)
 
     async def _dead_letter(self, message: Any, rejection: Rejection) -> asyncio.Future[Any]:
         letter = dlq.make_dead_letter(
@@ -187,18 +205,37 @@ def create_app(settings: Settings) -> faust.App:
     async def connect_sink() -> None:
         await sink.start()
 
+    async def commit_then_ack(
+        stream: faust.StreamT, events: Sequence[EventT], chunks: list[Prepared]
+    ) -> None:
+        try:
+            await meter.commit(chunks)
+        except Exception as exc:
+            _stop_worker(exc)
+            raise
+        crashpoints.reached("after_flush_before_ack")
+        for event in events:
+            await stream.ack(event)
+
     @app.agent(charges, name="meter", concurrency=1)
     async def meter_agent(stream: faust.StreamT) -> None:
-        # Half the interval: a charge waits at most that for its batch, plus the flush itself.
-        async for events in stream.noack_take(settings.batch_records, within=flush_seconds / 2):
-            try:
-                await meter.handle(events)
-            except Exception as exc:
-                _stop_worker(exc)
-                raise
-            crashpoints.reached("after_flush_before_ack")
-            for event in events:
-                await stream.ack(event)
+        # Two stages: while batch k commits in Postgres, batch k+1 is taken and decoded here.
+        # Commits stay in order and each acknowledges its records only after its COMMIT.
+        committing: asyncio.Task[None] | None = None
+        try:
+            # Half the interval: a charge waits at most that for its batch, plus the flush itself.
+            async for events in stream.noack_take(settings.batch_records, within=flush_seconds / 2):
+                try:
+                    chunks = await meter.prepare(events)
+                except Exception as exc:
+                    _stop_worker(exc)
+                    raise
+                if committing is not None:
+                    await committing
+                committing = asyncio.create_task(commit_then_ack(stream, events, chunks))
+        finally:
+            if committing is not None and not committing.done():
+                committing.cancel()
 
     @app.timer(interval=max(flush_seconds, 1.0))
     async def close_days() -> None:
