@@ -22,8 +22,7 @@ import psutil
 
 from streams.embedded_broker import EmbeddedBroker, ensure_topics
 from streams.embedded_postgres import EmbeddedPostgres
-from streams.migrate import migrate
-from tests.support import WorkerProcess, free_port, pipeline_env, settings_from
+from tests.support import WorkerProcess, create_database, free_port, pipeline_env, settings_from
 
 PARTITIONS = 8
 TOTAL_SQL = "SELECT coalesce(sum(charge_count), 0)::bigint FROM daily_billing_records"
@@ -63,19 +62,7 @@ class Bench:
     async def new_database(self, label: str) -> str:
         """A fresh database with the project's schema; its URL."""
         self._databases += 1
-        name = f"bench_{self._databases}_{label}"
-        conn = await asyncpg.connect(self.server_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-        url = self.server_url.rsplit("/", 1)[0] + "/" + name
-        conn = await asyncpg.connect(url)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-        return url
+        return await create_database(self.server_url, f"bench_{self._databases}_{label}")
 
     def env(self, database: str, topic: str, label: str, **overrides: str) -> dict[str, str]:
         """A worker environment reading `topic` with its own group, DLQ topic and data dir."""

@@ -8,14 +8,13 @@ at its start) / window, i.e. its steady state with the start-up left out (in its
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from dataclasses import dataclass
 
 import asyncpg
 
 from bench.infra import Bench, BenchError
-from tests.support import ROOT, WorkerProcess
+from tests.support import WorkerProcess
 
 TABLE = "naive_daily"
 
@@ -31,24 +30,6 @@ class NaiveResult:
         return self.counted / self.window if self.window else 0.0
 
 
-class _NaiveProcess(WorkerProcess):
-    def start(self) -> WorkerProcess:
-        import subprocess
-
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.naive_app"],
-                env=self.env,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        return self
-
-
 async def naive_faust(bench: Bench, topic: str, window: float, warmup: float = 3.0) -> NaiveResult:
     """Start the naive app, wait until it counts, let it warm up, then count over `window` s."""
     from bench.naive_app import DDL
@@ -59,7 +40,9 @@ async def naive_faust(bench: Bench, topic: str, window: float, warmup: float = 3
         await conn.execute(DDL.format(table=TABLE))
         env = bench.env(database, topic, "naive")
         env["NAIVE_TABLE"] = TABLE
-        worker = _NaiveProcess(env, bench.workdir / "logs" / "naive.log").start()
+        worker = WorkerProcess(
+            env, bench.workdir / "logs" / "naive.log", command=("bench.naive_app",)
+        ).start()
         bench.workers.append(worker)
         total = f"SELECT coalesce(sum(charge_count), 0)::bigint FROM {TABLE}"  # noqa: S608
         started = time.monotonic()

@@ -20,6 +20,7 @@ import asyncpg
 import faust
 
 from schemas.charge import Charge
+from streams.app import app_options, charges_topic
 from streams.config import Settings
 
 UPSERT = """
@@ -42,26 +43,8 @@ CREATE TABLE IF NOT EXISTS {table} (
 
 
 def create_app(settings: Settings, table_name: str) -> faust.App:
-    app = faust.App(
-        settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        datadir=str(settings.data_dir / "faust"),
-        web_host=settings.web_host,
-        web_bind=settings.web_host,
-        web_port=settings.web_port,
-        broker_session_timeout=settings.kafka_session_timeout.total_seconds(),
-        broker_heartbeat_interval=settings.kafka_heartbeat_interval.total_seconds(),
-        consumer_auto_offset_reset="earliest",
-        topic_partitions=settings.partitions,
-    )
-    charges = app.topic(
-        settings.charges_topic,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-    )
+    app = faust.App(settings.app_id, **app_options(settings))
+    charges = charges_topic(app, settings)
     daily = app.Table("naive-daily", default=None, partitions=settings.partitions)
     upsert = UPSERT.format(table=table_name)
     state: dict[str, Any] = {}

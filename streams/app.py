@@ -164,26 +164,25 @@ def _stop_worker(reason: BaseException) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def create_app(settings: Settings) -> faust.App:
-    """A Faust app with the metering agent and the day-closing timer."""
-    broker_credentials = None
-    if settings.kafka_security_protocol != "PLAINTEXT":
-        broker_credentials = _credentials(settings)
-    app = faust.App(
-        settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        broker_credentials=broker_credentials,
-        datadir=str(settings.data_dir / "faust"),
+def app_options(settings: Settings) -> dict[str, Any]:
+    """Faust settings from ours: broker, credentials, web binding, group timing."""
+    return {
+        "broker": f"kafka://{settings.kafka_bootstrap}",
+        "broker_credentials": _credentials(settings)
+        if settings.kafka_security_protocol != "PLAINTEXT"
+        else None,
+        "datadir": str(settings.data_dir / "faust"),
         **web.app_web_settings(settings),
-        broker_session_timeout=settings.kafka_session_timeout.total_seconds(),
-        broker_heartbeat_interval=settings.kafka_heartbeat_interval.total_seconds(),
-        consumer_auto_offset_reset="earliest",
-        topic_allow_declare=False,
-        topic_partitions=settings.partitions,
-        producer_acks=-1,
-        stream_wait_empty=False,
-    )
-    charges = app.topic(
+        "broker_session_timeout": settings.kafka_session_timeout.total_seconds(),
+        "broker_heartbeat_interval": settings.kafka_heartbeat_interval.total_seconds(),
+        "consumer_auto_offset_reset": "earliest",
+        "topic_partitions": settings.partitions,
+    }
+
+
+def charges_topic(app: faust.App, settings: Settings) -> faust.TopicT:
+    """The charges topic as raw bytes: decoding is ours, so a bad record can never crash Faust."""
+    return app.topic(
         settings.charges_topic,
         key_type=bytes,
         value_type=bytes,
@@ -191,6 +190,18 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         partitions=settings.partitions,
     )
+
+
+def create_app(settings: Settings) -> faust.App:
+    """A Faust app with the metering agent and the day-closing timer."""
+    app = faust.App(
+        settings.app_id,
+        **app_options(settings),
+        topic_allow_declare=False,
+        producer_acks=-1,
+        stream_wait_empty=False,
+    )
+    charges = charges_topic(app, settings)
     dlq_topic = app.topic(
         settings.dlq_topic, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
     )

@@ -18,8 +18,7 @@ import pytest
 
 from streams.embedded_broker import EmbeddedBroker
 from streams.embedded_postgres import EmbeddedPostgres, postgres_reachable
-from streams.migrate import migrate
-from tests.support import free_port, unique
+from tests.support import create_database, free_port
 
 SERVER_URL = os.environ.get("BILLING_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -52,22 +51,6 @@ async def pg_server(run_dir: Path) -> AsyncIterator[str]:
     url = await private.start()
     yield url
     await private.stop()
-
-
-async def create_database(server_url: str) -> str:
-    name = unique("billing_test").replace("-", "_")
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = server_url.rsplit("/", 1)[0] + "/" + name
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    return url
 
 
 async def drop_database(server_url: str, url: str) -> None:

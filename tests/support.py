@@ -38,6 +38,25 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+async def create_database(server_url: str, name: str | None = None) -> str:
+    """A fresh database on the server of `server_url`, migrated; its URL."""
+    from streams.migrate import migrate
+
+    name = name or unique("billing_test").replace("-", "_")
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = server_url.rsplit("/", 1)[0] + "/" + name
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return url
+
+
 def pipeline_env(bootstrap: str, database_url: str, data_dir: Path, **overrides: str) -> dict[str, str]:
     """Environment for one isolated pipeline: its own topics, consumer group and data dir."""
     name = unique("t")
@@ -71,16 +90,23 @@ def settings_from(env: Mapping[str, str]) -> Any:
 class WorkerProcess:
     """`billing worker` as a child process, killable with SIGKILL like a crashed machine."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, extra_env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        extra_env: Mapping[str, str] | None = None,
+        command: tuple[str, ...] = ("streams", "worker"),
+    ):
         self.env = {**env, **(extra_env or {})}
         self.log_path = log_path
+        self.command = command  # `python -m <command>`
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker"],
+            [sys.executable, "-m", *self.command],
             env=self.env,
             cwd=ROOT,
             stdout=log,
