@@ -27,6 +27,7 @@ from streams.embedded_postgres import (
     redact_url,
 )
 from streams.kafka import aiokafka_options
+from streams.rebuild import check_retention
 
 T = TypeVar("T")
 
@@ -90,6 +91,8 @@ def up(wait_seconds: float) -> None:
         pg = EmbeddedPostgres(settings.data_dir)
         url = await pg.ensure_database(settings.dsn)
         topics = await ensure_topics(settings)
+        for warning in await check_retention(settings):
+            Console(stderr=True).print(f"[yellow]warning:[/] {warning}")
         table = _table("billing dev up")
         table.add_row(
             "broker",

@@ -18,9 +18,13 @@ def run_worker(settings: Settings) -> None:
 
     from streams.app import create_app
     from streams.embedded_broker import ensure_topics
+    from streams.rebuild import check_retention
 
     logs.configure(settings)  # until Faust installs the same configuration at start
     asyncio.run(ensure_topics(settings))
+    # Replay and rebuild need the records of the late horizon: say so now, not when they fail.
+    for warning in asyncio.run(check_retention(settings)):
+        log.warning("%s", warning)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     # Faust (mode) installs logging when the worker starts; handing it our dictConfig is what
