@@ -95,6 +95,13 @@ class Run:
                 rate(bare.rate),
                 f"ChargeProducer = {lib.rate / bare.rate:.0%} of it",
             )
+            encode = produce.encode_only(charges[:200_000])
+            r.add(
+                "producer: JSON encoding alone",
+                rate(encode),
+                f"bound for a producer that encodes: 1/(1/bare + 1/encode) = "
+                f"{1 / (1 + bare.rate / encode):.0%} of bare",
+            )
         if "components" in self.only:
             await self.guarded("components", self.components(bench, lib.records[:20_000], topic))
         lib.records.clear()

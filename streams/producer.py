@@ -1,9 +1,10 @@
 """The producer library: charges onto the `charges` topic, batched per account (DESIGN §2, §6).
 
-Batched because a Faust worker pays per record, not per charge (§5): a record holds up to 500
-charges (~1 MB) of one account as a JSON array, key = account_id. Every delivery is confirmed,
-retried with capped exponential backoff, and a final failure always surfaces (future, `flush()`,
-leaving `async with`), because the seed pipeline's `create_charge` swallowed errors and lost charges.
+Records follow `streams.records` (one account's charges as a JSON array, key = account_id).
+Every delivery is confirmed, retried with capped exponential backoff, and a final failure always
+surfaces (future, `flush()`, leaving `async with`), because the seed pipeline's `create_charge`
+swallowed errors and lost charges. `send()` pushes back when too much waits to be sent, so a
+burst of a million charges is delivered at the broker's pace instead of timing out in a queue.
 """
 
 from __future__ import annotations
@@ -12,111 +13,27 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Coroutine, Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import RecordMetadata
 
-from schemas.charge import Charge, new_event_id
+from schemas.charge import Charge
 from streams.config import Settings, get_settings
 from streams.kafka import aiokafka_options, idempotent_producer
+from streams.records import (  # noqa: F401  (re-exported: the producer's public vocabulary)
+    MAX_RECORD_BYTES,
+    MAX_RECORD_CHARGES,
+    OpenRecord,
+    encode_charge,
+    set_profile_resolver,
+    split_batches,
+    to_charge,
+)
 
 log = logging.getLogger(__name__)
-
-MAX_RECORD_CHARGES = 500
-# ~1 MB, not 1 MiB: Kafka's default message.max.bytes (1,048,588) must also hold key and overhead.
-MAX_RECORD_BYTES = 1_000_000
-
-# Measured (10k charges, pydantic 2.14): json.dumps(to_wire()) 182k/s, model_dump_json 538k/s,
-# the model's serializer straight to bytes 772k/s, with the same JSON. So the last one.
-_to_json = Charge.__pydantic_serializer__.to_json
-
-ProfileResolver = Callable[[Any], tuple[str, str]]
-_profile_resolver: ProfileResolver | None = None
-
-
-def encode_charge(charge: Charge) -> bytes:
-    """Compact JSON of one charge, None fields left out (the shape `Charge.to_wire` gives)."""
-    return _to_json(charge, exclude_none=True)
-
-
-def set_profile_resolver(fn: ProfileResolver | None) -> None:
-    """Install fn(user_profile_id) -> (account_id, user_id) for callers that only know a profile."""
-    global _profile_resolver
-    _profile_resolver = fn
-
-
-def to_charge(data: Charge | Mapping[str, Any], max_clock_skew: timedelta | None = None) -> Charge:
-    """A valid Charge from a dict: event_id and occurred_at (now, UTC) filled in when absent.
-
-    Beyond `max_clock_skew` in the future it is refused here, not in the worker's DLQ unseen.
-    """
-    if isinstance(data, Charge):
-        charge = data
-    else:
-        values = dict(data)
-        if values.get("event_id") is None:
-            values["event_id"] = new_event_id()
-        if values.get("occurred_at") is None:
-            values["occurred_at"] = datetime.now(UTC)
-        profile = values.get("user_profile_id")
-        if profile is not None and (values.get("account_id") is None or values.get("user_id") is None):
-            if _profile_resolver is None:
-                raise ValueError(
-                    "account_id/user_id missing and no profile resolver set: pass them, or call "
-                    "streams.producer.set_profile_resolver(fn) with fn(profile_id) -> (account, user)"
-                )
-            values["account_id"], values["user_id"] = _profile_resolver(profile)
-        charge = Charge.model_validate(values)
-    if max_clock_skew is not None and charge.occurred_at - datetime.now(UTC) > max_clock_skew:
-        raise ValueError(f"occurred_at is more than {max_clock_skew} in the future")
-    return charge
-
-
-class _Record:
-    """One account's record: first a buffer (limits checked as charges come), then in flight."""
-
-    __slots__ = ("attempts", "future", "key", "parts", "single", "size")
-
-    def __init__(
-        self, key: bytes, future: asyncio.Future[RecordMetadata] | None = None, single: bool = False
-    ) -> None:
-        self.key, self.future, self.parts, self.attempts = key, future, [], 0
-        self.size = 1  # "[" ; each part adds its length plus one "," or "]"
-        self.single = single  # batch=False: the one charge as a bare JSON object
-
-    def fits(self, part: bytes, max_charges: int, max_bytes: int) -> bool:
-        """An empty record takes anything: a lone oversized charge still gets its own record."""
-        return not self.parts or (len(self.parts) < max_charges and self.size + len(part) + 1 <= max_bytes)
-
-    def add(self, part: bytes) -> None:
-        self.parts.append(part)
-        self.size += len(part) + 1
-
-    def value(self) -> bytes:
-        return self.parts[0] if self.single else b"[" + b",".join(self.parts) + b"]"
-
-
-def split_batches(
-    charges: Iterable[Charge], max_charges: int = MAX_RECORD_CHARGES, max_bytes: int = MAX_RECORD_BYTES
-) -> list[tuple[bytes, bytes]]:
-    """(key, value) records per account in arrival order within both limits: the rule that
-    `ChargeProducer` applies incrementally, as a pure function to test and reuse."""
-    open_: dict[str, _Record] = {}
-    records: list[tuple[bytes, bytes]] = []
-    for charge in charges:
-        part = encode_charge(charge)
-        rec = open_.get(charge.account_id)
-        if rec is None or not rec.fits(part, max_charges, max_bytes):
-            if rec is not None:
-                records.append((rec.key, rec.value()))
-            rec = open_[charge.account_id] = _Record(charge.account_id.encode())
-        rec.add(part)
-    records.extend((rec.key, rec.value()) for rec in open_.values())
-    return records
 
 
 class FailedRecord(NamedTuple):
@@ -158,6 +75,11 @@ class ChargeProducer:
     aiokafka's RecordMetadata once Kafka acknowledged the record (acks=all), or fails with
     `DeliveryError`. `flush()` and leaving the block wait for every outcome and raise
     `DeliveryError` if any record was given up on. `batch=False`: one JSON object per record.
+
+    A record leaves when it is full or `linger_ms` after its first charge; one sweeper task
+    sends the lingered ones, oldest first. When more than `max_buffered_charges` wait in open
+    records, `send()` itself sends the oldest before it returns: backpressure at the pace
+    aiokafka accepts records, never an unbounded queue of sends that time out.
     """
 
     def __init__(
@@ -168,6 +90,7 @@ class ChargeProducer:
         linger_ms: float = 50,
         max_charges: int = MAX_RECORD_CHARGES,
         max_bytes: int = MAX_RECORD_BYTES,
+        max_buffered_charges: int = 50_000,
         retries: int = 5,
         retry_backoff_ms: float = 200,
         max_backoff_ms: float = 5_000,
@@ -175,17 +98,21 @@ class ChargeProducer:
         topic: str | None = None,
         client_factory: Callable[..., AIOKafkaProducer] = AIOKafkaProducer,
     ) -> None:
-        if retries < 1 or max_charges < 1:
-            raise ValueError("retries and max_charges must be at least 1")
+        if retries < 1 or max_charges < 1 or max_buffered_charges < 1:
+            raise ValueError("retries, max_charges and max_buffered_charges must be at least 1")
         self.settings = settings or get_settings()
         self.topic = topic or self.settings.charges_topic
         self.batch, self.retries = batch, retries
         self._linger, self._max_bytes = linger_ms / 1000, max_bytes
         self._max_charges = max_charges if batch else 1
+        self._max_buffered, self._buffered = max_buffered_charges, 0
         self._backoff_base, self._backoff_cap = retry_backoff_ms / 1000, max_backoff_ms / 1000
         self._request_timeout_ms, self._client_factory = request_timeout_ms, client_factory
         self._client: AIOKafkaProducer | None = None
-        self._buffers: dict[bytes, _Record] = {}  # by key: one open record per account
+        # By key, one open record per account; insertion order is age order (see _sweep).
+        self._buffers: dict[bytes, OpenRecord] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self._unsettled: set[asyncio.Future[RecordMetadata]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures: list[FailedRecord] = []
@@ -221,6 +148,7 @@ class ChargeProducer:
             try:
                 await client.start()
                 self._client = client
+                self._sweeper = asyncio.create_task(self._sweep(), name="charge-producer-linger")
                 return
             except Exception as exc:  # KafkaConnectionError mostly; OSError can leak through
                 with contextlib.suppress(Exception):
@@ -253,35 +181,55 @@ class ChargeProducer:
             await self._emit(rec)
             rec = None
         if rec is None:
-            rec = self._buffers[key] = _Record(key, self._new_future(), single=not self.batch)
+            rec = OpenRecord(key, self._new_future(), not self.batch, asyncio.get_running_loop().time())
+            self._buffers[key] = rec
+            self._wake.set()
         rec.add(part)
+        self._buffered += 1
         future = rec.future
         if len(rec.parts) >= self._max_charges:
             await self._emit(rec)
-        elif len(rec.parts) == 1:
-            asyncio.get_running_loop().call_later(self._linger, self._lingered, rec)
+        while self._buffered > self._max_buffered:
+            await self._emit(next(iter(self._buffers.values())))
         return future  # type: ignore[return-value]
 
     async def send_and_wait(self, charge: Charge | Mapping[str, Any]) -> RecordMetadata:
         """Send one charge and wait until Kafka has it (the linger, then the round trip)."""
         return await asyncio.shield(await self.send(charge))
 
-    def _lingered(self, rec: _Record) -> None:
-        if self._buffers.get(rec.key) is rec:
-            self._spawn(self._emit(rec))
+    async def _sweep(self) -> None:
+        """Send each record once its linger has passed. Records enter `_buffers` in the order
+        they open (an emitted key that opens again goes to the end), so the first is the oldest
+        and one sleep covers all: no timer or task per record, and one send at a time."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._buffers:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            oldest = next(iter(self._buffers.values()))
+            wait = oldest.opened_at + self._linger - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            try:
+                await self._emit(oldest)
+            except Exception:  # _start_record settles every failure; this is a bug, keep going
+                log.exception("charge producer: sending a lingered record failed unexpectedly")
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _emit(self, rec: _Record) -> None:
+    async def _emit(self, rec: OpenRecord) -> None:
         if self._buffers.get(rec.key) is not rec:
             return  # already emitted by a size limit, the linger timer or flush()
-        del self._buffers[rec.key]  # its linger timer finds it gone and does nothing
+        del self._buffers[rec.key]
+        self._buffered -= len(rec.parts)
         await self._start_record(rec)
 
-    async def _start_record(self, rec: _Record, delay: float = 0.0) -> None:
+    async def _start_record(self, rec: OpenRecord, delay: float = 0.0) -> None:
         try:
             if delay:
                 await asyncio.sleep(delay)
@@ -297,7 +245,7 @@ class ChargeProducer:
             return
         ack.add_done_callback(lambda done: self._acked(rec, done))
 
-    def _acked(self, rec: _Record, ack: asyncio.Future[RecordMetadata]) -> None:
+    def _acked(self, rec: OpenRecord, ack: asyncio.Future[RecordMetadata]) -> None:
         if ack.cancelled():
             self._fail(rec, "delivery cancelled (producer closing)")
         elif (exc := ack.exception()) is not None:
@@ -308,14 +256,14 @@ class ChargeProducer:
             if rec.future is not None and not rec.future.done():
                 rec.future.set_result(ack.result())
 
-    def _retry_or_fail(self, rec: _Record, exc: BaseException) -> None:
+    def _retry_or_fail(self, rec: OpenRecord, exc: BaseException) -> None:
         if rec.attempts >= self.retries or not _retriable(exc) or self._client is None:
             self._fail(rec, _describe(exc))
         else:
             log.info("retrying a record for key %r (attempt %d): %s", rec.key, rec.attempts, _describe(exc))
             self._spawn(self._start_record(rec, self._backoff(rec.attempts)))
 
-    def _fail(self, rec: _Record, error: str) -> None:
+    def _fail(self, rec: OpenRecord, error: str) -> None:
         failure = FailedRecord(rec.key, rec.value(), len(rec.parts), f"{error} (attempts: {rec.attempts})")
         self._failures.append(failure)
         log.debug("%d charges for key %r not delivered: %s", failure.charges, rec.key, failure.error)
@@ -343,8 +291,13 @@ class ChargeProducer:
             if self._client is not None:
                 await self.flush()
         finally:
+            sweeper, self._sweeper = self._sweeper, None
+            if sweeper is not None:
+                sweeper.cancel()
+                await asyncio.gather(sweeper, return_exceptions=True)
             for rec in list(self._buffers.values()):  # only left when flush() was interrupted
                 del self._buffers[rec.key]
+                self._buffered -= len(rec.parts)
                 self._fail(rec, "producer closed before sending")
             client, self._client = self._client, None
             for task in list(self._tasks):

@@ -297,3 +297,53 @@ async def test_unreachable_broker_raises_broker_unavailable() -> None:
 async def test_send_before_start_is_an_error() -> None:
     with pytest.raises(RuntimeError, match="not started"):
         await producer(FakeKafka()).send(BASE)
+
+
+class SlowKafka(FakeKafka):
+    """Accepts a record only once `gate` is open and a loop turn has passed, like aiokafka's
+    `send()` waiting for its batch to drain; counts how many sends wait at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = self.most_waiting = 0
+
+    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Meta]:
+        self.waiting += 1
+        self.most_waiting = max(self.most_waiting, self.waiting)
+        try:
+            await self.gate.wait()
+            await asyncio.sleep(0)
+        finally:
+            self.waiting -= 1
+        return await super().send(topic, value, key)
+
+
+async def test_send_pushes_back_when_too_much_waits_to_be_sent() -> None:
+    fake = SlowKafka()
+    sent = charges(1000, accounts=1000)  # one charge per account: no record ever fills up
+    async with producer(fake, linger_ms=1, max_buffered_charges=50) as p:
+
+        async def burst() -> None:
+            for c in sent:
+                await p.send(c)
+
+        task = asyncio.create_task(burst())
+        await asyncio.sleep(0.05)
+        assert not task.done(), "send() kept accepting charges the broker did not take"
+        fake.gate.set()
+        await asyncio.wait_for(task, 10)
+    assert Counter(c.event_id for c in decoded(fake.records)) == Counter(c.event_id for c in sent)
+
+
+async def test_lingered_records_are_sent_one_at_a_time_not_as_a_task_each() -> None:
+    fake = SlowKafka()
+    fake.gate.set()
+    sent = charges(3000, accounts=3000)
+    async with producer(fake, linger_ms=0) as p:
+        for i, c in enumerate(sent):
+            await p.send(c)
+            if i % 100 == 0:
+                await asyncio.sleep(0.001)  # let lingers pass while the caller is busy
+    assert fake.most_waiting <= 2  # the sweeper and the caller, never a queue that times out
+    assert Counter(c.event_id for c in decoded(fake.records)) == Counter(c.event_id for c in sent)
