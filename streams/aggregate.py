@@ -2,7 +2,7 @@
 
 A `Batch` keeps one row per accepted charge with its source coordinates, because the sink
 needs both per charge: the event_id for dedup and the offset for the per-key fence. The sums are
-made by Postgres inside the flush transaction, where the fence is checked against the row.
+made inside the flush transaction (`streams.settle`), once the fences have been read under lock.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from streams.windows import billing_date
 
 DailyKey = tuple[str, str, str, date, str]  # account_id, user_id, provider, date, charge_type
 
-# Column order of the rows a Batch hands to the sink (COPY into pending_charges).
+# Column order of the rows a Batch hands to the sink (and to streams.settle).
 PENDING_COLUMNS = (
     "event_id",
     "partition",

@@ -1,6 +1,6 @@
 """Read-only SQL behind the worker's metrics (kept apart from the sink's write path).
 
-The late-charge count comes from the sink's APPLY statement itself (one source of truth).
+The late-charge count comes from the sink's own settlement of each flush (one source of truth).
 """
 
 from __future__ import annotations

@@ -12,12 +12,11 @@ flush and a day closure, so no deadlock). If the worker applied records beyond w
 that tail is read under the lock, so the new rows hold everything the worker had applied. Each
 row's fence (`source_partition`, `last_offset`) is the last offset of its charges, so the worker
 then skips what the rebuild already counted and adds only later charges. The worker merely
-waits for the write phase. Lateness follows `billing_closures` exactly as the sink's APPLY does.
+waits for the write phase. Lateness follows `billing_closures` exactly as the sink's rules do.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from streams.aggregate import DailyKey, daily_key, record_fingerprint
 from streams.config import Settings
 from streams.decode import Limits, decode_record
 from streams.kafka import aiokafka_options
+from streams.settle import Closures, closure_mark, closures_by_partition
 from streams.topic_reader import read_topic
 from streams.windows import day_start
 
@@ -141,9 +141,9 @@ class _Collector:
         if progress is not None:
             progress(partition, self.read[partition])
 
-    def rows(self, closures: dict[int, list[tuple[date, int]]]) -> dict[DailyKey, Row]:
-        """Fold the kept charges; a charge is late like in APPLY (its day's first closure on its
-        partition happened before the sink reached its offset)."""
+    def rows(self, closures: Closures) -> dict[DailyKey, Row]:
+        """Fold the kept charges; a charge is late as in the sink (`streams.settle`: its day's
+        first closure on its partition happened before the sink reached its offset)."""
         out: dict[DailyKey, Row] = defaultdict(Row)
         for event_id, (key, sums) in self.kept.items():
             partition, offset, _ = self.seen[event_id]
@@ -151,13 +151,12 @@ class _Collector:
             for i, value in enumerate(sums):
                 row.counts[i] += value
             row.counts[5] += 1
-            marks = closures.get(partition, [])
-            at = bisect.bisect_left(marks, (key[3], -(2**63)))
-            if at < len(marks) and offset > marks[at][1]:
+            mark = closure_mark(closures, partition, key[3])
+            if mark is not None and offset > mark:
                 row.counts[6] += 1
             if offset > row.last_offset:
                 row.partition, row.last_offset = partition, offset
-        for key, row in out.items():  # as in APPLY: a re-sent copy's offset fences the row too
+        for key, row in out.items():  # as in the sink: a re-sent copy's offset fences the row too
             row.partition, row.last_offset = max(
                 (row.partition, row.last_offset), self.fences.get(key, (0, -1))
             )
@@ -231,11 +230,7 @@ async def _write(
             for record in batch:
                 collector.add(record, progress)
     closed = await conn.fetchval(sink_sql.READ_CLOSED, topic)
-    closures: dict[int, list[tuple[date, int]]] = defaultdict(list)
-    for r in await conn.fetch(CLOSURES, topic):
-        closures[r["partition"]].append((r["closed_through"], r["applied_offset"]))
-    for marks in closures.values():
-        marks.sort()
+    closures = closures_by_partition(await conn.fetch(CLOSURES, topic))
     fresh = collector.rows(closures)
     result = RebuildResult(records=collector.records, charges=len(collector.kept))
     deletes: list[int] = []

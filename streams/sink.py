@@ -27,6 +27,7 @@ from streams import crashpoints, metrics_sql
 from streams import sink_sql as sql
 from streams.aggregate import Batch
 from streams.config import Settings
+from streams.settle import RowDelta, Settlement, closures_by_partition, first_sightings, settle
 from streams.watermark import PartitionProgress, closed_through, watermark
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,11 @@ class FlushResult:
     rows_written: int
     seconds: float
     late: int = 0  # charges added to an already-final day (counted for metrics only)
+
+
+def _delta_row(d: RowDelta) -> tuple[object, ...]:
+    """A delta in the column order of `sql.DELTA_COLUMNS`."""
+    return (*d.key, *d.sums, d.charge_count, d.late_charge_count, d.partition, d.last_offset)
 
 
 class PostgresSink:
@@ -114,12 +120,12 @@ class PostgresSink:
                 written = late = duplicates = 0
                 if batch.rows:
                     await conn.execute(sql.PLAN_FOR_BATCH)
-                    await conn.execute(sql.CREATE_PENDING)
-                    await conn.copy_records_to_table(
-                        "pending_charges", records=batch.rows, columns=sql.PENDING_COPY_COLUMNS
-                    )
-                    await conn.execute(sql.RECORD_SEEN)
-                    written, late, duplicates = await conn.fetchrow(sql.APPLY, self.topic, closed)
+                    settled = await self._settle(conn, batch, partitions)
+                    written, late, duplicates = len(settled.deltas), settled.late, settled.duplicates
+                    if settled.deltas:
+                        deltas = sorted(map(_delta_row, settled.deltas))  # index order, as above
+                        columns = zip(*deltas, strict=True)
+                        await conn.execute(sql.UPSERT, *map(list, columns), closed)
                 crashpoints.reached("inside_flush_transaction")
                 await conn.execute(
                     sql.ADVANCE,
@@ -133,6 +139,21 @@ class PostgresSink:
             return FlushResult(len(batch.rows), int(duplicates), int(written), elapsed, int(late))
 
         return await self._run(write)
+
+    async def _settle(self, conn: asyncpg.Connection, batch: Batch, partitions: list[int]) -> Settlement:
+        """Read what Postgres knows about the batch's charges and apply the rules to them."""
+        sightings = first_sightings(batch.rows)
+        ids = sorted(sightings)  # in index order: a B-tree takes sorted inserts far faster
+        seen = [ids, *map(list, zip(*(sightings[i] for i in ids), strict=True))]
+        if await conn.fetchval(sql.RECORD_SEEN, *seen) < len(ids):  # seen before: those count
+            for r in await conn.fetch(sql.SEEN_ELSEWHERE, *seen):
+                sightings[r[0]] = (r[1], r[2], r[3])
+        keys = sorted({row[4:9] for row in batch.rows})
+        found = await conn.fetch(sql.FENCES, *map(list, zip(*keys, strict=True)))
+        fences = {tuple(r[:5]): r[5] for r in found}
+        first_day = min(row[7] for row in batch.rows)
+        closures = closures_by_partition(await conn.fetch(sql.CLOSURES, self.topic, partitions, first_day))
+        return settle(batch.rows, sightings, fences, closures)
 
     async def _check_incarnation(self, conn: asyncpg.Connection, locked: list, batch: Batch) -> None:
         """Reset a partition's fences when its offset 0 now holds a different record."""

@@ -1,34 +1,23 @@
 """The SQL of the sink. Values are always bound parameters; only fixed identifiers are spliced.
 
-One flush is one transaction (see `streams.sink`):
+One flush is one transaction (see `streams.sink`); the per-charge rules run in Python between
+the reads and the write (`streams.settle`):
   1. LOCK_PARTITIONS   — the partitions' rows, in ascending order (no deadlocks with a close);
-  2. COPY              — the batch's charges into the session's temp table `pending_charges`;
-  3. RECORD_SEEN       — first sighting of each event_id, with its source coordinates;
-  4. APPLY             — charges whose event_id was first seen at these very coordinates
-                         (a re-send elsewhere is a duplicate) and whose offset lies beyond the
-                         row's `last_offset` (already counted otherwise), summed into the rows;
+  2. RECORD_SEEN       — first sighting of each event_id, with its source coordinates; the ones
+                         Postgres knew already come back from SEEN_BEFORE;
+  3. FENCES, CLOSURES  — `last_offset` of the batch's existing rows, the closures of its days;
+  4. UPSERT            — one delta per daily row, added to it (inserted when new);
   5. ADVANCE           — the partitions' progress, which feeds the watermark.
 """
 
 from __future__ import annotations
 
-from streams.aggregate import PENDING_COLUMNS
-
 SUMMED = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
 KEY = ("account_id", "user_id", "provider", "date", "charge_type")
 
 # Index lookups, not hash joins: a flush touches a batch's worth of rows, while the ledger and the
-# dedup keys grow to millions (the temp table has no statistics to tell the planner so).
+# dedup keys grow to millions (unnest() arrays carry no statistics to tell the planner so).
 PLAN_FOR_BATCH = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
-
-CREATE_PENDING = """
-CREATE TEMP TABLE IF NOT EXISTS pending_charges (
-    event_id text NOT NULL, partition integer NOT NULL, "offset" bigint NOT NULL, position integer NOT NULL,
-    account_id text NOT NULL, user_id text NOT NULL, provider text NOT NULL, date date NOT NULL,
-    charge_type text NOT NULL, prompt_tokens bigint NOT NULL, completion_tokens bigint NOT NULL,
-    total_tokens bigint NOT NULL, cached_tokens bigint NOT NULL, reasoning_tokens bigint NOT NULL
-) ON COMMIT DELETE ROWS
-"""
 
 ENSURE_PARTITIONS = """
 INSERT INTO billing_partitions (topic, partition)
@@ -56,75 +45,62 @@ UPDATE billing_partitions SET applied_offset = -1, first_record = $3 WHERE topic
 
 READ_CLOSED = "SELECT closed_through FROM billing_state WHERE topic = $1"
 
+# $1..$4: one entry per event_id of the batch (its smallest coordinates in the batch);
+# returns how many were new, so that in the common case nothing more is asked or sent back.
 RECORD_SEEN = """
-INSERT INTO billing_seen_events (event_id, partition, "offset", position)
-SELECT DISTINCT ON (event_id) event_id, partition, "offset", position
-FROM pending_charges ORDER BY event_id, partition, "offset", position
-ON CONFLICT (event_id) DO NOTHING
+WITH inserted AS (
+    INSERT INTO billing_seen_events (event_id, partition, "offset", position)
+    SELECT * FROM unnest($1::text[], $2::integer[], $3::bigint[], $4::integer[])
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM inserted
 """
 
-_key_match = " AND ".join(f"r.{c} = t.{c}" for c in KEY)
-_sums = ",\n       ".join(f"coalesce(sum(f.{c}) FILTER (WHERE f.counted), 0) AS {c}" for c in SUMMED)
-_cols = ", ".join(KEY + SUMMED)
+# The same arrays: the event_ids first seen elsewhere than in this batch, and where.
+SEEN_ELSEWHERE = """
+SELECT s.event_id, s.partition, s."offset", s.position
+FROM unnest($1::text[], $2::integer[], $3::bigint[], $4::integer[]) AS b(event_id, partition, "offset", position)
+JOIN billing_seen_events s ON s.event_id = b.event_id
+WHERE (s.partition, s."offset", s.position) <> (b.partition, b."offset", b.position)
+"""
+
+_unnest_key = "unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::text[])"
+_key_match = " AND ".join(f"r.{c} = k.{c}" for c in KEY)
+
+FENCES = f"""
+SELECT r.account_id, r.user_id, r.provider, r.date, r.charge_type, r.last_offset
+FROM {_unnest_key} AS k({", ".join(KEY)})
+JOIN daily_billing_records r ON {_key_match}
+"""  # noqa: S608
+
+CLOSURES = """
+SELECT partition, closed_through, applied_offset FROM billing_closures
+WHERE topic = $1 AND partition = ANY($2::integer[]) AND closed_through >= $3
+"""
+
+DELTA_COLUMNS = (*KEY, *SUMMED, "charge_count", "late_charge_count", "source_partition", "last_offset")
+_delta_types = ("text", "text", "text", "date", "text", *["bigint"] * 7, "integer", "bigint")
+_unnest_delta = ", ".join(f"${i}::{t}[]" for i, t in enumerate(_delta_types, 1))
 _added = (*SUMMED, "charge_count", "late_charge_count")
 _excluded = ",\n    ".join(f"{c} = d.{c} + EXCLUDED.{c}" for c in _added)
 
-# $1 topic, $2 closed_through (may be NULL). A charge is late when its day was already closed
-# when its partition passed the offset recorded at that closure (billing_closures).
-# Only the fixed column names above are spliced in; every value is a bound parameter.
-# $1 topic, $2 closed_through (may be NULL). A charge counts when its event_id was first seen at
-# these very coordinates (a re-send elsewhere is a duplicate) and lies beyond the row's fence.
-# Duplicates still move the fence past themselves, so that a replay long after their dedup
-# entry expired finds them fenced off. A charge is late when its day had been closed by the
-# time its partition passed the offset recorded at that closure (billing_closures).
-# One statement returns what the flush did: rows written, late charges added, duplicates seen.
-APPLY = f"""
-WITH tagged AS (
-    SELECT p.*,
-           (s.partition = p.partition AND s."offset" = p."offset" AND s.position = p.position) AS counted
-    FROM pending_charges p
-    JOIN billing_seen_events s ON s.event_id = p.event_id
-),
-fresh AS (
-    SELECT t.*, r.id AS row_id,
-           (c.applied_offset IS NOT NULL AND t."offset" > c.applied_offset) AS late
-    FROM tagged t
-    LEFT JOIN daily_billing_records r ON {_key_match}
-    LEFT JOIN LATERAL (
-        SELECT applied_offset FROM billing_closures cl
-        WHERE cl.topic = $1 AND cl.partition = t.partition AND cl.closed_through >= t.date
-        ORDER BY cl.closed_through LIMIT 1
-    ) c ON true
-    WHERE r.id IS NULL OR t."offset" > r.last_offset
-),
-summed AS (
-    SELECT f.account_id, f.user_id, f.provider, f.date, f.charge_type,
-           {_sums},
-           count(*) FILTER (WHERE f.counted) AS charge_count,
-           count(*) FILTER (WHERE f.counted AND f.late) AS late_charge_count,
-           CASE WHEN bool_or(f.counted AND f.late) THEN 1 ELSE 0 END AS revision,
-           CASE WHEN f.date <= $2::date THEN now() END AS finalized_at,
-           f.partition AS source_partition, max(f."offset") AS last_offset
-    FROM fresh f
-    GROUP BY f.account_id, f.user_id, f.provider, f.date, f.charge_type, f.partition
-    HAVING bool_or(f.counted) OR bool_or(f.row_id IS NOT NULL)
-),
-written AS (
-    INSERT INTO daily_billing_records AS d
-        ({_cols}, charge_count, late_charge_count, revision, finalized_at,
-         source_partition, last_offset)
-    SELECT * FROM summed
-    ON CONFLICT ON CONSTRAINT daily_billing_records_key DO UPDATE SET
-        {_excluded},
-        revision = d.revision + CASE WHEN EXCLUDED.late_charge_count > 0 THEN 1 ELSE 0 END,
-        finalized_at = coalesce(d.finalized_at, EXCLUDED.finalized_at),
-        last_offset = greatest(d.last_offset, EXCLUDED.last_offset),
-        updated_at = CASE WHEN EXCLUDED.charge_count > 0 THEN now() ELSE d.updated_at END
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM written) AS rows_written,
-       (SELECT coalesce(sum(late_charge_count), 0) FROM summed) AS late,
-       (SELECT count(*) FILTER (WHERE NOT counted) FROM tagged) AS duplicates
+# $1..$14 the deltas column by column (DELTA_COLUMNS), $15 closed_through (may be NULL).
+UPSERT = f"""
+INSERT INTO daily_billing_records AS d
+    ({", ".join(KEY + SUMMED)}, charge_count, late_charge_count, revision, finalized_at,
+     source_partition, last_offset)
+SELECT {", ".join(f"u.{c}" for c in KEY + SUMMED)}, u.charge_count, u.late_charge_count,
+       CASE WHEN u.late_charge_count > 0 THEN 1 ELSE 0 END,
+       CASE WHEN u.date <= $15::date THEN now() END,
+       u.source_partition, u.last_offset
+FROM unnest({_unnest_delta}) AS u({", ".join(DELTA_COLUMNS)})
+ON CONFLICT ON CONSTRAINT daily_billing_records_key DO UPDATE SET
+    {_excluded},
+    revision = d.revision + CASE WHEN EXCLUDED.late_charge_count > 0 THEN 1 ELSE 0 END,
+    finalized_at = coalesce(d.finalized_at, EXCLUDED.finalized_at),
+    last_offset = greatest(d.last_offset, EXCLUDED.last_offset),
+    updated_at = CASE WHEN EXCLUDED.charge_count > 0 THEN now() ELSE d.updated_at END
 """  # noqa: S608
 
 # $1 topic, $2 partitions, $3 max offsets, $4 max event times, $5 had charges
@@ -161,5 +137,3 @@ WHERE date <= $1 AND finalized_at IS NULL
 """
 
 PURGE_SEEN = "DELETE FROM billing_seen_events WHERE seen_at < now() - $1::interval"
-
-PENDING_COPY_COLUMNS = PENDING_COLUMNS
