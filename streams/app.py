@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -36,12 +36,16 @@ log = logging.getLogger("streams.worker")
 
 @dataclass(slots=True)
 class Prepared:
-    """Decoded records waiting for their Postgres transaction."""
+    """Decoded records waiting for their Postgres transaction, and the events to ack after it."""
 
     batch: Batch
+    events: list[EventT] = field(default_factory=list)
     deliveries: list[asyncio.Future[Any]] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
-    records: int = 0
+
+    @property
+    def records(self) -> int:
+        return len(self.events)
 
 
 class Meter:
@@ -61,14 +65,12 @@ class Meter:
         s = self.settings
         return Limits(datetime.now(UTC), s.max_clock_skew, s.zone, s.late_horizon)
 
-    async def handle(self, events: Sequence[EventT]) -> None:
-        """Decode `events` and make their effect durable, in batches of at most batch_charges."""
-        await self.commit(await self.prepare(events))
-
-    async def prepare(self, events: Sequence[EventT]) -> list[Prepared]:
-        """Decode and validate; start the DLQ sends. Nothing is durable yet (see `commit`)."""
+    async def prepare(self, events: Sequence[EventT]) -> AsyncIterator[Prepared]:
+        """Decode and validate, starting the DLQ sends; yields chunks of at most batch_charges
+        charges, each decoded only when the caller asks for it, so that a take of large records
+        never holds more than the chunk being decoded and the one committing. Nothing is
+        durable yet (see `commit`)."""
         limits = self.limits()
-        chunks: list[Prepared] = []
         current = Prepared(Batch(self.settings.zone))
         for event in events:
             message = event.message
@@ -89,17 +91,38 @@ class Meter:
             current.batch.add_record(
                 message.partition, message.offset, decoded.charges, decoded.positions, fingerprint
             )
-            current.records += 1
+            current.events.append(event)
             if len(current.batch) >= self.settings.batch_charges:  # bounds the worker's memory
-                chunks.append(current)
+                yield current
                 current = Prepared(Batch(self.settings.zone))
-        chunks.append(current)
-        return chunks
+        if current.events:
+            yield current
 
-    async def commit(self, chunks: list[Prepared]) -> None:
-        """Make prepared batches durable, in order; returns once all are committed."""
-        for chunk in chunks:
-            await self._commit(chunk.batch, chunk.deliveries, chunk.reasons, chunk.records)
+    async def commit(self, chunk: Prepared) -> None:
+        """Make one prepared chunk durable; returns once it is committed."""
+        if chunk.deliveries:
+            # The DLQ copy must be durable before its source offset may be acknowledged.
+            await asyncio.gather(*chunk.deliveries)
+        for reason in chunk.reasons:  # counted once durable, like the charges below
+            self.metrics.observe_dlq(reason)
+        crashpoints.reached("after_dlq_before_flush")
+        started = time.monotonic()
+        batch = chunk.batch
+        result = await self.sink.flush(batch)
+        self.metrics.observe_flush(chunk.records, batch, result, time.monotonic() - started)
+        self.stats["records"] += chunk.records
+        self.stats["charges"] += result.charges
+        self.stats["duplicates"] += result.duplicates
+        self.stats["dlq"] += len(chunk.deliveries)
+        if result.charges:
+            log.debug(
+                "flushed %d charges (%d duplicates) into %d rows in %.3fs",
+                result.charges,
+                result.duplicates,
+                result.rows_written,
+                result.seconds,
+                extra={"partitions": sorted(batch.marks)},
+            )
 
     async def _dead_letter(self, message: Any, rejection: Rejection) -> asyncio.Future[Any]:
         letter = dlq.make_dead_letter(
@@ -129,32 +152,6 @@ class Meter:
         )
         self.dlq_by_reason[rejection.reason] = self.dlq_by_reason.get(rejection.reason, 0) + 1
         return await self.dlq_topic.send(key=message.key, value=dlq.encode(letter))
-
-    async def _commit(
-        self, batch: Batch, deliveries: list[asyncio.Future[Any]], reasons: list[str], records: int
-    ) -> None:
-        if deliveries:
-            # The DLQ copy must be durable before its source offset may be acknowledged.
-            await asyncio.gather(*deliveries)
-        for reason in reasons:  # counted once durable, like the charges below
-            self.metrics.observe_dlq(reason)
-        crashpoints.reached("after_dlq_before_flush")
-        started = time.monotonic()
-        result = await self.sink.flush(batch)
-        self.metrics.observe_flush(records, batch, result, time.monotonic() - started)
-        self.stats["records"] += records
-        self.stats["charges"] += result.charges
-        self.stats["duplicates"] += result.duplicates
-        self.stats["dlq"] += len(deliveries)
-        if result.charges:
-            log.debug(
-                "flushed %d charges (%d duplicates) into %d rows in %.3fs",
-                result.charges,
-                result.duplicates,
-                result.rows_written,
-                result.seconds,
-                extra={"partitions": sorted(batch.marks)},
-            )
 
 
 def _stop_worker(reason: BaseException) -> None:
@@ -216,34 +213,36 @@ def create_app(settings: Settings) -> faust.App:
     async def connect_sink() -> None:
         await sink.start()
 
-    async def commit_then_ack(
-        stream: faust.StreamT, events: Sequence[EventT], chunks: list[Prepared]
-    ) -> None:
+    async def commit_then_ack(stream: faust.StreamT, chunk: Prepared) -> None:
         try:
-            await meter.commit(chunks)
+            await meter.commit(chunk)
         except Exception as exc:
             _stop_worker(exc)
             raise
         crashpoints.reached("after_flush_before_ack")
-        for event in events:
+        for event in chunk.events:
             await stream.ack(event)
 
     @app.agent(charges, name="meter", concurrency=1)
     async def meter_agent(stream: faust.StreamT) -> None:
-        # Two stages: while batch k commits in Postgres, batch k+1 is taken and decoded here.
+        # Two stages: while chunk k commits in Postgres, chunk k+1 is taken and decoded here.
         # Commits stay in order and each acknowledges its records only after its COMMIT.
         committing: asyncio.Task[None] | None = None
         try:
             # Half the interval: a charge waits at most that for its batch, plus the flush itself.
             async for events in stream.noack_take(settings.batch_records, within=flush_seconds / 2):
-                try:
-                    chunks = await meter.prepare(events)
-                except Exception as exc:
-                    _stop_worker(exc)
-                    raise
-                if committing is not None:
-                    await committing
-                committing = asyncio.create_task(commit_then_ack(stream, events, chunks))
+                chunks = meter.prepare(events)
+                while True:
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                    except Exception as exc:
+                        _stop_worker(exc)
+                        raise
+                    if committing is not None:
+                        await committing
+                    committing = asyncio.create_task(commit_then_ack(stream, chunk))
         finally:
             if committing is not None and not committing.done():
                 committing.cancel()
