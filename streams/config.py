@@ -195,7 +195,7 @@ class Settings(BaseSettings):
     # flush_interval anyway) and how long a transient Postgres error is retried per attempt.
     batch_records: int = Field(2000, ge=1, description="Kafka records gathered per flush at most")
     batch_charges: int = Field(
-        20000, ge=1, description="charges per Postgres transaction at most; a take is decoded one such chunk at a time (bounds worker memory)"
+        20000, ge=1, description="charges per decoded chunk and Postgres transaction (bounds worker memory)"
     )
     pg_retry_max_backoff: Duration = Field(
         timedelta(seconds=10), description="longest wait between retries while Postgres is unreachable"
