@@ -96,6 +96,23 @@ class Batch:
             if mark.max_event_time is None or c.occurred_at > mark.max_event_time:
                 mark.max_event_time = c.occurred_at
 
+    def split(self, parts: int) -> list[Batch]:
+        """At most `parts` batches of whole partitions, balanced by charges: partitions are
+        independent in the sink (own locks, own fences), so the parts can commit concurrently."""
+        if parts <= 1 or len(self.marks) <= 1:
+            return [self]
+        loads = [0] * min(parts, len(self.marks))
+        lane: dict[int, int] = {}
+        for partition, mark in sorted(self.marks.items(), key=lambda pm: (-pm[1].charges, pm[0])):
+            lane[partition] = i = loads.index(min(loads))
+            loads[i] += mark.charges + 1
+        out = [Batch(self.zone) for _ in loads]
+        for partition, mark in self.marks.items():
+            out[lane[partition]].marks[partition] = mark
+        for row in self.rows:
+            out[lane[row[1]]].rows.append(row)
+        return out
+
     def __len__(self) -> int:
         return len(self.rows)
 

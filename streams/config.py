@@ -197,6 +197,9 @@ class Settings(BaseSettings):
     batch_charges: int = Field(
         20000, ge=1, description="charges per decoded chunk and Postgres transaction (bounds worker memory)"
     )
+    sink_connections: int = Field(
+        2, ge=1, le=16, description="Postgres connections a worker flushes on, partitions shared out"
+    )
     pg_retry_max_backoff: Duration = Field(
         timedelta(seconds=10), description="longest wait between retries while Postgres is unreachable"
     )

@@ -79,6 +79,8 @@ class PostgresSink:
         self._lock = asyncio.Lock()
         self._on_retry = on_retry
         self._stopped = False
+        # More connections, each flushing its share of a batch's partitions at the same time.
+        self._lanes: list[PostgresSink] = []
 
     @property
     def connected(self) -> bool:
@@ -92,15 +94,48 @@ class PostgresSink:
             return None
 
         await self._run(noop)
+        lanes = [
+            PostgresSink(self.settings, self._on_retry) for _ in range(self.settings.sink_connections - 1)
+        ]
+        for lane in lanes:
+            await lane._run(noop)
+        self._lanes = lanes
 
     async def stop(self) -> None:
         self._stopped = True
+        for lane in self._lanes:
+            await lane.stop()
         if self._conn is not None:
             await self._conn.close(timeout=5)
             self._conn = None
 
     async def flush(self, batch: Batch) -> FlushResult:
-        """Make the batch durable; returns only once it is committed."""
+        """Make the batch durable; returns only once all of it is committed.
+
+        With several connections the batch's partitions are shared out and each share commits
+        in its own transaction. Should one fail, the others may have committed: the batch stays
+        unacknowledged and its replay finds their charges fenced off, so nothing counts twice.
+        """
+        lanes = [self, *self._lanes]
+        parts = batch.split(len(lanes))
+        if len(parts) == 1:
+            return await self._flush(batch)
+        outcomes = await asyncio.gather(
+            *(lane._flush(part) for lane, part in zip(lanes, parts, strict=False)), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        done = [o for o in outcomes if isinstance(o, FlushResult)]
+        return FlushResult(
+            sum(r.charges for r in done),
+            sum(r.duplicates for r in done),
+            sum(r.rows_written for r in done),
+            max(r.seconds for r in done),
+            sum(r.late for r in done),
+        )
+
+    async def _flush(self, batch: Batch) -> FlushResult:
         if batch.empty:
             return FlushResult(0, 0, 0, 0.0)
         partitions = sorted(batch.marks)

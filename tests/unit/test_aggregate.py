@@ -228,3 +228,20 @@ def test_fold_empty_and_generator():
     assert fold([], UTC_ZONE) == {}
     out = fold((mk(i) for i in range(5)), UTC_ZONE)
     assert next(iter(out.values())).charge_count == 5
+
+
+def test_split_shares_whole_partitions_out_balanced_by_charges():
+    batch = Batch(UTC_ZONE)
+    sizes = {0: 50, 1: 10, 2: 30, 3: 25, 4: 0}  # partition 4: a record of bad input only
+    for partition, n in sizes.items():
+        batch.add_record(partition, 7, [mk(partition * 100 + i) for i in range(n)])
+    parts = batch.split(2)
+    assert len(parts) == 2
+    assert sorted(p for part in parts for p in part.marks) == [0, 1, 2, 3, 4]
+    for part in parts:
+        assert {row[1] for row in part.rows} <= set(part.marks)
+        assert all(part.marks[p] is batch.marks[p] for p in part.marks)
+    assert sorted(len(part) for part in parts) == [55, 60]
+    assert sorted(row[0] for part in parts for row in part.rows) == sorted(row[0] for row in batch.rows)
+    assert batch.split(1) == [batch]
+    assert len(batch.split(8)) == 5  # never an empty part
