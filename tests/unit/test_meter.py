@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ class Message:
     reads: list[int]
     topic: str = "charges"
     key: bytes = b"acct-1"
-    timestamp: float = datetime.now(UTC).timestamp()
+    timestamp: float = field(default_factory=lambda: datetime.now(UTC).timestamp())
 
     @property
     def value(self) -> bytes:
