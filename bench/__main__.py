@@ -28,7 +28,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--only", help=f"comma-separated subset of {','.join(MEASUREMENTS)}")
     p.add_argument("--keep", action="store_true", help="keep the run's temp dir (logs, data)")
     p.add_argument(
-        "--write-results", action="store_true", help="rewrite bench/RESULTS.md in --quick mode too"
+        "--write-results",
+        action="store_true",
+        help="rewrite bench/RESULTS.md in --quick mode or with --only too",
     )
     return p.parse_args(argv)
 
@@ -67,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     for target, measured, met in run.report.targets():
         mark = "[dim]n/a[/]" if met is None else "[green]met[/]" if met else "[red]not met[/]"
         console.print(f"  {mark}  {target}: {measured}")
-    if not args.quick or args.write_results:
+    # Only a full run of everything replaces the record, unless asked: a partial run would
+    # leave RESULTS.md with n/a where the last full run had figures.
+    if (not args.quick and not args.only) or args.write_results:
         RESULTS.write_text(markdown(run.report, run.postgres, seconds))
         console.log(f"wrote {RESULTS}")
     console.file.flush()
