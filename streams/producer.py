@@ -14,14 +14,20 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import RecordMetadata
 
 from schemas.charge import Charge
 from streams.config import Settings, get_settings
+from streams.delivery import (
+    BrokerUnavailableError,
+    DeliveryError,
+    FailedRecord,
+    describe_error,
+    retriable,
+)
 from streams.kafka import aiokafka_options, idempotent_producer
 from streams.records import (  # noqa: F401  (re-exported: the producer's public vocabulary)
     MAX_RECORD_BYTES,
@@ -34,38 +40,6 @@ from streams.records import (  # noqa: F401  (re-exported: the producer's public
 )
 
 log = logging.getLogger(__name__)
-
-
-class FailedRecord(NamedTuple):
-    """A record given up on; its bytes are kept so that a caller can store or resend them."""
-
-    key: bytes
-    value: bytes
-    charges: int
-    error: str
-
-
-class DeliveryError(Exception):
-    """Charges that did not reach Kafka after all retries (`failures` says which records)."""
-
-    def __init__(self, message: str, failures: list[FailedRecord] | None = None) -> None:
-        super().__init__(message)
-        self.failures = failures or []
-
-
-class BrokerUnavailableError(DeliveryError):
-    """No connection to Kafka at all (after retries), so nothing was sent."""
-
-
-def _retriable(exc: BaseException) -> bool:
-    # aiokafka does not mark KafkaTimeoutError (an expired batch: broker away for a while)
-    # retriable, but a broker that comes back is exactly what retrying is for.
-    return bool(getattr(exc, "retriable", False)) or isinstance(exc, KafkaTimeoutError | OSError)
-
-
-def _describe(exc: BaseException | None) -> str:
-    name, text = type(exc).__name__, str(exc)
-    return (text if text.startswith(name) else f"{name}: {text}" if text else name)[:300]
 
 
 class ChargeProducer:
@@ -156,7 +130,7 @@ class ChargeProducer:
                 if attempt == self.retries:
                     raise BrokerUnavailableError(
                         f"cannot reach Kafka at {self.settings.kafka_bootstrap} "
-                        f"({attempt} attempts): {_describe(exc)}"
+                        f"({attempt} attempts): {describe_error(exc)}"
                     ) from None
             await asyncio.sleep(self._backoff(attempt))
 
@@ -257,10 +231,12 @@ class ChargeProducer:
                 rec.future.set_result(ack.result())
 
     def _retry_or_fail(self, rec: OpenRecord, exc: BaseException) -> None:
-        if rec.attempts >= self.retries or not _retriable(exc) or self._client is None:
-            self._fail(rec, _describe(exc))
+        if rec.attempts >= self.retries or not retriable(exc) or self._client is None:
+            self._fail(rec, describe_error(exc))
         else:
-            log.info("retrying a record for key %r (attempt %d): %s", rec.key, rec.attempts, _describe(exc))
+            log.info(
+                "retrying a record for key %r (attempt %d): %s", rec.key, rec.attempts, describe_error(exc)
+            )
             self._spawn(self._start_record(rec, self._backoff(rec.attempts)))
 
     def _fail(self, rec: OpenRecord, error: str) -> None:

@@ -1,0 +1,40 @@
+"""How a delivery to Kafka fails, as the producer reports it (never swallowed: see producer)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from aiokafka.errors import KafkaTimeoutError
+
+
+class FailedRecord(NamedTuple):
+    """A record given up on; its bytes are kept so that a caller can store or resend them."""
+
+    key: bytes
+    value: bytes
+    charges: int
+    error: str
+
+
+class DeliveryError(Exception):
+    """Charges that did not reach Kafka after all retries (`failures` says which records)."""
+
+    def __init__(self, message: str, failures: list[FailedRecord] | None = None) -> None:
+        super().__init__(message)
+        self.failures = failures or []
+
+
+class BrokerUnavailableError(DeliveryError):
+    """No connection to Kafka at all (after retries), so nothing was sent."""
+
+
+def retriable(exc: BaseException) -> bool:
+    # aiokafka does not mark KafkaTimeoutError (an expired batch: broker away for a while)
+    # retriable, but a broker that comes back is exactly what retrying is for.
+    return bool(getattr(exc, "retriable", False)) or isinstance(exc, KafkaTimeoutError | OSError)
+
+
+def describe_error(exc: BaseException | None) -> str:
+    """One short line (type and message, capped) for logs and errors; never a record's bytes."""
+    name, text = type(exc).__name__, str(exc)
+    return (text if text.startswith(name) else f"{name}: {text}" if text else name)[:300]
