@@ -198,7 +198,7 @@ class ChargeProducer:
 
     async def _emit(self, rec: OpenRecord) -> None:
         if self._buffers.get(rec.key) is not rec:
-            return  # already emitted by a size limit, the linger timer or flush()
+            return  # already emitted by a size limit, the sweeper, backpressure or flush()
         del self._buffers[rec.key]
         self._buffered -= len(rec.parts)
         await self._start_record(rec)

@@ -59,6 +59,17 @@ class FlushResult:
     seconds: float
     late: int = 0  # charges added to an already-final day (counted for metrics only)
 
+    @classmethod
+    def total(cls, results: list[FlushResult]) -> FlushResult:
+        """One result for shares of a batch committed side by side (the slowest one's time)."""
+        return cls(
+            sum(r.charges for r in results),
+            sum(r.duplicates for r in results),
+            sum(r.rows_written for r in results),
+            max(r.seconds for r in results),
+            sum(r.late for r in results),
+        )
+
 
 def _delta_row(d: RowDelta) -> tuple[object, ...]:
     """A delta in the column order of `sql.DELTA_COLUMNS`."""
@@ -123,17 +134,10 @@ class PostgresSink:
         outcomes = await asyncio.gather(
             *(lane._flush(part) for lane, part in zip(lanes, parts, strict=False)), return_exceptions=True
         )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
         done = [o for o in outcomes if isinstance(o, FlushResult)]
-        return FlushResult(
-            sum(r.charges for r in done),
-            sum(r.duplicates for r in done),
-            sum(r.rows_written for r in done),
-            max(r.seconds for r in done),
-            sum(r.late for r in done),
-        )
+        if len(done) < len(outcomes):  # every share has finished: now report the failure
+            raise next(o for o in outcomes if isinstance(o, BaseException))
+        return FlushResult.total(done)
 
     async def _flush(self, batch: Batch) -> FlushResult:
         if batch.empty:

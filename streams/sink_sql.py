@@ -4,7 +4,7 @@ One flush is one transaction (see `streams.sink`); the per-charge rules run in P
 the reads and the write (`streams.settle`):
   1. LOCK_PARTITIONS   — the partitions' rows, in ascending order (no deadlocks with a close);
   2. RECORD_SEEN       — first sighting of each event_id, with its source coordinates; the ones
-                         Postgres knew already come back from SEEN_BEFORE;
+                         Postgres knew already come back from SEEN_ELSEWHERE;
   3. FENCES, CLOSURES  — `last_offset` of the batch's existing rows, the closures of its days;
   4. UPSERT            — one delta per daily row, added to it (inserted when new);
   5. ADVANCE           — the partitions' progress, which feeds the watermark.
@@ -45,25 +45,27 @@ UPDATE billing_partitions SET applied_offset = -1, first_record = $3 WHERE topic
 
 READ_CLOSED = "SELECT closed_through FROM billing_state WHERE topic = $1"
 
-# $1..$4: one entry per event_id of the batch (its smallest coordinates in the batch);
-# returns how many were new, so that in the common case nothing more is asked or sent back.
-RECORD_SEEN = """
+# $1..$4: one entry per event_id of the batch (its smallest coordinates in the batch).
+_unnest_seen = "unnest($1::text[], $2::integer[], $3::bigint[], $4::integer[])"
+
+# Returns how many were new, so that in the common case nothing more is asked or sent back.
+RECORD_SEEN = f"""
 WITH inserted AS (
     INSERT INTO billing_seen_events (event_id, partition, "offset", position)
-    SELECT * FROM unnest($1::text[], $2::integer[], $3::bigint[], $4::integer[])
+    SELECT * FROM {_unnest_seen}
     ON CONFLICT (event_id) DO NOTHING
     RETURNING 1
 )
 SELECT count(*) FROM inserted
-"""
+"""  # noqa: S608
 
 # The same arrays: the event_ids first seen elsewhere than in this batch, and where.
-SEEN_ELSEWHERE = """
+SEEN_ELSEWHERE = f"""
 SELECT s.event_id, s.partition, s."offset", s.position
-FROM unnest($1::text[], $2::integer[], $3::bigint[], $4::integer[]) AS b(event_id, partition, "offset", position)
+FROM {_unnest_seen} AS b(event_id, partition, "offset", position)
 JOIN billing_seen_events s ON s.event_id = b.event_id
 WHERE (s.partition, s."offset", s.position) <> (b.partition, b."offset", b.position)
-"""
+"""  # noqa: S608
 
 _unnest_key = "unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::text[])"
 _key_match = " AND ".join(f"r.{c} = k.{c}" for c in KEY)
