@@ -70,6 +70,7 @@ def worker() -> None:
 
 
 def _register() -> None:
+    from streams.api.cli import api, keys
     from streams.dashboard.server import dashboard
     from streams.demo import demo
     from streams.dev import dev
@@ -78,7 +79,7 @@ def _register() -> None:
     from streams.replay_cli import rebuild, replay
     from streams.totals import totals
 
-    for command in (dev, produce, totals, dlq, replay, rebuild, dashboard, demo):
+    for command in (dev, produce, totals, dlq, replay, rebuild, dashboard, demo, api, keys):
         main.add_command(command)
 
 

@@ -154,6 +154,25 @@ class Settings(BaseSettings):
         None,
         description="when set, the dashboard requires it (Bearer token or Basic password; `_FILE` allowed)",
     )
+    api_host: str = Field("127.0.0.1", description="address `billing api` binds (loopback by default)")
+    api_port: int = Field(8080, ge=0, le=65535, description="port of `billing api` (HTTP ingest and query)")
+    api_max_body_bytes: int = Field(
+        5_000_000, ge=1024, description="largest request body `billing api` reads; larger is 413"
+    )
+    api_max_charges: int = Field(10_000, ge=1, description="most charges in one ingest request; more is 413")
+    api_max_concurrency: int = Field(
+        256, ge=1, description="requests `billing api` serves at once; beyond it answers 503"
+    )
+    api_delivery_timeout: Duration = Field(
+        timedelta(seconds=10), description="how long an ingest request waits for Kafka before its 503"
+    )
+    api_retry_after: Duration = Field(
+        timedelta(seconds=5), description="Retry-After of the API's 503 answers"
+    )
+    api_key_cache: Duration = Field(
+        timedelta(seconds=5),
+        description="how long a verified API key is trusted before Postgres is asked again",
+    )
     litellm_account_key: str = Field(
         "account_id", description="LiteLLM callback: metadata key holding the account"
     )

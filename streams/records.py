@@ -31,6 +31,17 @@ def set_profile_resolver(fn: ProfileResolver | None) -> None:
     _profile_resolver = fn
 
 
+def fill_defaults(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `data` with what a producer may leave out filled in: a fresh event_id (so a
+    retry is idempotent only when the caller sends its own) and occurred_at = now (UTC)."""
+    values = dict(data)
+    if values.get("event_id") is None:
+        values["event_id"] = new_event_id()
+    if values.get("occurred_at") is None:
+        values["occurred_at"] = datetime.now(UTC)
+    return values
+
+
 def to_charge(data: Charge | Mapping[str, Any], max_clock_skew: timedelta | None = None) -> Charge:
     """A valid Charge from a dict: event_id and occurred_at (now, UTC) filled in when absent.
 
@@ -39,11 +50,7 @@ def to_charge(data: Charge | Mapping[str, Any], max_clock_skew: timedelta | None
     if isinstance(data, Charge):
         charge = data
     else:
-        values = dict(data)
-        if values.get("event_id") is None:
-            values["event_id"] = new_event_id()
-        if values.get("occurred_at") is None:
-            values["occurred_at"] = datetime.now(UTC)
+        values = fill_defaults(data)
         profile = values.get("user_profile_id")
         if profile is not None and (values.get("account_id") is None or values.get("user_id") is None):
             if _profile_resolver is None:

@@ -1,0 +1,1 @@
+"""`billing api`: the HTTP front door (ingest charges, read usage) for clients without Kafka."""

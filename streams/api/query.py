@@ -1,0 +1,305 @@
+"""`GET /v1/usage` (windowed, grouped usage) and `GET /v1/usage/changes` (the invoice feed).
+
+The answer's shape leaves room to grow without breaking a client: each window carries its
+dimensions in `group` and its numbers in `usage`, both objects, so a new dimension (such as
+`model`) or a new number (such as `cost`) is one more key, not a new layout.
+
+A window is `final` when every one of its days within [from, to] is closed (the worker's
+billing_state), so its numbers change only by late charges, which are counted apart.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from streams.api.auth import Caller, readable_accounts, reader
+from streams.api.errors import AUTH_RESPONSES, ApiError, ErrorBody, retry_after
+from streams.api.usage_sql import (
+    CLOSED_SQL,
+    DIMENSIONS,
+    HORIZON_SQL,
+    UsageQuery,
+    Window,
+    build_changes_sql,
+    build_usage_sql,
+)
+from streams.totals import GROUP_COLUMNS, METRICS, parse_group_by
+
+router = APIRouter()
+MAX_LIMIT, MAX_DAYS = 1000, 3660
+Values = Annotated[list[str], Query()]
+
+
+class Usage(BaseModel):
+    """Summed counts; `late_charge_count` counts charges that arrived after their day closed."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    charge_count: int
+    late_charge_count: int
+
+
+class Group(BaseModel):
+    """The window's value of each group_by dimension (absent when not grouped by it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    account: str | None = None
+    user: str | None = None
+    provider: str | None = None
+    charge_type: str | None = None
+
+
+class UsageWindow(BaseModel):
+    start: date
+    end: date = Field(description="exclusive: the first day of the next window")
+    final: bool
+    group: Group
+    usage: Usage
+
+
+class UsagePage(BaseModel):
+    timezone: str = Field(description="BILLING_TIMEZONE: days, weeks and months are its calendar's")
+    window: Window
+    date_from: date = Field(alias="from")
+    date_to: date = Field(alias="to")
+    group_by: list[str]
+    data: list[UsageWindow]
+    next: str | None = Field(description="URL of the next page, null on the last")
+
+
+class ChangedRow(BaseModel):
+    """One daily row as it stands now (sent again each time it is revised)."""
+
+    id: int
+    date: date
+    group: Group
+    usage: Usage
+    revision: int
+    final: bool
+    finalized_at: datetime | None
+    updated_at: datetime
+
+
+class ChangesPage(BaseModel):
+    data: list[ChangedRow]
+    cursor: str = Field(description="pass as `since` to continue after the last row of this page")
+    has_more: bool
+    next: str
+
+
+def _window_end(start: date, window: Window) -> date:
+    if window == "day":
+        return start + timedelta(days=1)
+    if window == "week":
+        return start + timedelta(days=7)
+    return date(start.year + start.month // 12, start.month % 12 + 1, 1)
+
+
+def _usage(row: Any) -> Usage:
+    return Usage(**{m: row[m] for m in METRICS})
+
+
+def _filters(
+    caller: Caller, account: list[str], user: list[str], provider: list[str], charge_type: list[str]
+) -> dict[str, list[str]]:
+    return {
+        "account": readable_accounts(caller, account),
+        "user": user,
+        "provider": provider,
+        "charge_type": charge_type,
+    }
+
+
+async def _fetch(request: Request, sql: str, *params: Any) -> list[asyncpg.Record]:
+    service = request.app.state.service
+    try:
+        return await service.pool.fetch(sql, *params)
+    except (
+        OSError,
+        asyncpg.InterfaceError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.CannotConnectNowError,
+    ) as exc:
+        raise ApiError(
+            503,
+            "postgres_unavailable",
+            f"Postgres is unavailable ({type(exc).__name__})",
+            retry_after(service.settings.api_retry_after.total_seconds()),
+        ) from None
+
+
+def _page_link(request: Request, **changes: Any) -> str:
+    return str(request.url.include_query_params(**changes))
+
+
+async def _usage_page(request: Request, q: UsageQuery) -> UsagePage:
+    service = request.app.state.service
+    sql, params = build_usage_sql(q)
+    rows = await _fetch(request, sql, *params)
+    closed = (await _fetch(request, CLOSED_SQL, service.settings.charges_topic) or [None])[0]
+    closed_through = closed["closed_through"] if closed is not None else None
+    data = []
+    for row in rows[: q.limit]:
+        end = _window_end(row["window_start"], q.window)
+        last = min(end - timedelta(days=1), q.date_to)
+        group = Group(**{g: row[GROUP_COLUMNS[g]] for g in q.group_by})
+        final = closed_through is not None and last <= closed_through
+        data.append(
+            UsageWindow(start=row["window_start"], end=end, final=final, group=group, usage=_usage(row))
+        )
+    more = len(rows) > q.limit
+    return UsagePage(
+        timezone=service.settings.timezone,
+        window=q.window,
+        **{"from": q.date_from, "to": q.date_to},
+        group_by=list(q.group_by),
+        data=data,
+        next=_page_link(request, offset=q.offset + q.limit) if more else None,
+    )
+
+
+def _query(
+    request: Request,
+    date_from: date | None,
+    date_to: date | None,
+    window: Window,
+    group_by: str,
+    filters: dict[str, list[str]],
+    limit: int,
+    offset: int,
+) -> UsageQuery:
+    from zoneinfo import ZoneInfo
+
+    to = date_to or datetime.now(ZoneInfo(request.app.state.service.settings.timezone)).date()
+    start = date_from or to - timedelta(days=30)
+    if start > to:
+        raise ApiError(400, "bad_request", f"from ({start}) is after to ({to})")
+    if (to - start).days > MAX_DAYS:
+        raise ApiError(400, "bad_request", f"at most {MAX_DAYS} days per query")
+    names = parse_group_by(group_by)
+    if any(n not in DIMENSIONS for n in names) or len(set(names)) != len(names):
+        raise ApiError(400, "bad_request", f"group_by takes distinct names among {', '.join(DIMENSIONS)}")
+    return UsageQuery(start, to, window, names, filters, limit, offset)
+
+
+USAGE_DOC = {
+    "response_model": UsagePage,
+    "response_model_by_alias": True,
+    "responses": {**AUTH_RESPONSES, 400: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+}
+
+
+@router.get("/v1/usage", operation_id="get_usage", summary="Usage per window and group", **USAGE_DOC)
+async def get_usage(
+    request: Request,
+    caller: Caller = Depends(reader),
+    date_from: Annotated[
+        date | None, Query(alias="from", description="first day (default: to - 30 days)")
+    ] = None,
+    date_to: Annotated[
+        date | None, Query(alias="to", description="last day, inclusive (default: today)")
+    ] = None,
+    window: Window = "day",
+    group_by: Annotated[str, Query(description="comma-separated: account,user,provider,charge_type")] = "",
+    account: Values = [],  # noqa: B006 (FastAPI copies defaults per request)
+    user: Values = [],  # noqa: B006
+    provider: Values = [],  # noqa: B006
+    charge_type: Values = [],  # noqa: B006
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> UsagePage:
+    """Tokens and counts per day, week or month of BILLING_TIMEZONE, grouped as asked. A
+    portal key (read:account=X) sees account X only, whatever the parameters say."""
+    filters = _filters(caller, account, user, provider, charge_type)
+    return await _usage_page(
+        request, _query(request, date_from, date_to, window, group_by, filters, limit, offset)
+    )
+
+
+@router.get(
+    "/v1/accounts/{account_id}/usage",
+    operation_id="get_account_usage",
+    summary="One account's usage",
+    **USAGE_DOC,
+)
+async def get_account_usage(
+    request: Request,
+    account_id: str,
+    caller: Caller = Depends(reader),
+    date_from: Annotated[date | None, Query(alias="from")] = None,
+    date_to: Annotated[date | None, Query(alias="to")] = None,
+    window: Window = "day",
+    group_by: str = "",
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> UsagePage:
+    """`GET /v1/usage?account=<account_id>`, for a customer portal's URL scheme."""
+    filters = _filters(caller, [account_id], [], [], [])
+    return await _usage_page(
+        request, _query(request, date_from, date_to, window, group_by, filters, limit, offset)
+    )
+
+
+def _decode_cursor(text: str) -> tuple[datetime, int]:
+    try:
+        stamp, row_id = json.loads(base64.urlsafe_b64decode(text.encode() + b"=="))
+        return datetime.fromisoformat(stamp), int(row_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise ApiError(400, "bad_cursor", "since is not a cursor this API returned") from None
+
+
+def _encode_cursor(stamp: datetime, row_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([stamp.isoformat(), row_id]).encode()).decode().rstrip("=")
+
+
+@router.get(
+    "/v1/usage/changes",
+    operation_id="get_usage_changes",
+    summary="Daily rows revised since a cursor (for invoice exports)",
+    response_model=ChangesPage,
+    responses={**AUTH_RESPONSES, 400: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
+async def get_changes(
+    request: Request,
+    caller: Caller = Depends(reader),
+    since: Annotated[
+        str | None, Query(description="a cursor from a previous page; absent: from the start")
+    ] = None,
+    account: Values = [],  # noqa: B006
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 500,
+) -> ChangesPage:
+    """Every daily row written after the cursor, in write order: an export keeps the last
+    `cursor` and asks again; a revised row comes again with its new revision."""
+    after = _decode_cursor(since) if since else None
+    filters = _filters(caller, account, [], [], [])
+    horizon = (await _fetch(request, HORIZON_SQL))[0][0]
+    sql, params = build_changes_sql(after, horizon, filters, limit)
+    rows = await _fetch(request, sql, *params)
+    data = [
+        ChangedRow(
+            id=r["id"],
+            date=r["date"],
+            group=Group(**{d: r[GROUP_COLUMNS[d]] for d in DIMENSIONS}),
+            usage=_usage(r),
+            revision=r["revision"],
+            final=r["finalized_at"] is not None,
+            finalized_at=r["finalized_at"],
+            updated_at=r["updated_at"],
+        )
+        for r in rows[:limit]
+    ]
+    cursor = _encode_cursor(data[-1].updated_at, data[-1].id) if data else (since or "")
+    return ChangesPage(
+        data=data, cursor=cursor, has_more=len(rows) > limit, next=_page_link(request, since=cursor)
+    )
