@@ -119,9 +119,15 @@ class EmbeddedBroker:
     """A Tansu broker on host:port whose pid and log live under `data_dir/broker/`."""
 
     def __init__(
-        self, data_dir: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, binary: Path | None = None
+        self,
+        data_dir: Path,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        binary: Path | None = None,
+        advertised: str | None = None,  # "host:port" clients are told to use (a proxy in tests)
     ) -> None:
         self.host, self.port, self._binary = host, port, binary
+        self._advertised = f"tcp://{advertised}" if advertised else None
         self.dir = Path(data_dir) / "broker"
         self.pid_file = self.dir / f"tansu-{port}.pid"
         self.log_file = self.dir / f"tansu-{port}.log"
@@ -213,7 +219,7 @@ class EmbeddedBroker:
             "--listener-url",
             self._url,
             "--advertised-listener-url",
-            self._url,
+            self._advertised or self._url,
             "--storage-engine",
             "memory://tansu/",
         ]

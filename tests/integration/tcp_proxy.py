@@ -1,4 +1,9 @@
-"""A TCP proxy the tests can cut and resume: "Postgres is unreachable" without stopping it."""
+"""A TCP proxy the tests can cut and resume: "Postgres is unreachable" without stopping it.
+
+It can also hold traffic (`pause()`): bytes from clients are read but not forwarded, and
+`held` counts them, so a test can wait until a request is provably in flight and then cut,
+with no sleep deciding when "mid-request" is.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,9 @@ class TcpProxy:
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self.held = 0  # bytes from clients read while paused
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
@@ -31,7 +39,15 @@ class TcpProxy:
         self._writers.clear()
 
     async def resume(self) -> None:
-        await self.start()
+        """Accept connections again and forward whatever flows (after `cut()` or `pause()`)."""
+        if self._server is None:
+            await self.start()
+        self._flowing.set()
+
+    def pause(self) -> None:
+        """Keep connections open but stop forwarding what clients send (a hung broker)."""
+        self.held = 0
+        self._flowing.clear()
 
     async def stop(self) -> None:
         await self.cut()
@@ -44,12 +60,15 @@ class TcpProxy:
             return
         self._writers |= {writer, up_writer}
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await src.read(65536):
+                    if upstream and not self._flowing.is_set():
+                        self.held += len(data)
+                        await self._flowing.wait()
                     dst.write(data)
                     await dst.drain()
             dst.transport.abort()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
         self._writers -= {writer, up_writer}
