@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.api_support import bearer, create_key, pipeline
-from tests.support import charge_dict
+from streams.embedded_broker import EmbeddedBroker
+from tests.api_support import bearer, create_key, pipeline, post_until
+from tests.integration.tcp_proxy import TcpProxy
+from tests.support import charge_dict, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -172,3 +179,110 @@ async def _revoke(env: dict[str, str], key: str) -> Any:
     from tests.api_support import billing_cli
 
     return await billing_cli(env, "keys", "revoke", key.split("_")[1])
+
+
+async def test_broker_lost_mid_request_503_then_the_retry_counts_each_charge_once(
+    run_dir, database, tmp_path
+):
+    """Kafka behind a proxy that holds the produce request, then drops every connection."""
+    proxy = TcpProxy("127.0.0.1:1")  # its target is set once the broker's port is known
+    await proxy.start()
+    private = EmbeddedBroker(
+        tmp_path / "broker", "127.0.0.1", free_port(), advertised=f"127.0.0.1:{proxy.port}"
+    )
+    proxy.target = ("127.0.0.1", private.port)
+    await private.start()
+    try:
+        bootstrap = f"127.0.0.1:{proxy.port}"
+        async with pipeline(bootstrap, database, tmp_path, api_delivery_timeout="3s") as p:
+            key = await create_key(p.env, "ingest")
+            now = datetime.now(UTC)
+            accounts = [f"acct-{uuid.uuid4().hex[:6]}" for _ in range(4)]
+            warm, batch = good_charges(accounts, 1, now), good_charges(accounts, 25, now)
+            async with httpx.AsyncClient(base_url=p.api.url, headers=bearer(key), timeout=120) as client:
+                assert (await client.post("/v1/charges", json=warm)).status_code == 202
+                proxy.pause()
+                request = asyncio.create_task(client.post("/v1/charges", json=batch))
+
+                async def in_flight() -> bool:
+                    return proxy.held > 0
+
+                await wait_until(in_flight, 60, "the produce request at the proxy")
+                await proxy.cut()
+                lost = await request
+                assert lost.status_code == 503, lost.text
+                assert int(lost.headers["Retry-After"]) >= 1
+                assert lost.json()["event_ids"] == [c["event_id"] for c in batch]
+                await proxy.resume()
+                retried = await post_until(client, "/v1/charges", 120, json=batch)
+                assert retried.status_code == 202, retried.text
+                tail = good_charges(accounts, 1, now)
+                assert (await post_until(client, "/v1/charges", 60, json=tail)).status_code == 202
+            await p.wait_counted(warm + batch + tail, timeout=180)
+    finally:
+        await proxy.stop()
+        await private.stop()
+
+
+async def test_a_client_generated_from_the_served_schema_ingests_and_queries(broker, database, tmp_path):
+    async with pipeline(broker, database, tmp_path) as p:
+        ingest, reader = await create_key(p.env, "ingest"), await create_key(p.env, "read:all")
+        schema = tmp_path / "openapi.json"
+        async with httpx.AsyncClient(base_url=p.api.url, timeout=30) as client:
+            schema.write_bytes((await client.get("/openapi.json")).content)
+        out = tmp_path / "generated"
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        command = [
+            "generate",
+            "--path",
+            str(schema),
+            "--meta",
+            "none",
+            "--output-path",
+            str(out / "billing_client"),
+        ]
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "openapi_python_client", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        sys.path.insert(0, str(out))
+        try:
+            await _use_generated_client(p, ingest, reader)
+        finally:
+            sys.path.remove(str(out))
+            for name in [m for m in sys.modules if m == "billing_client" or m.startswith("billing_client.")]:
+                del sys.modules[name]
+
+
+async def _use_generated_client(p: Any, ingest_key: str, reader_key: str) -> None:
+    from billing_client import AuthenticatedClient  # type: ignore[import-not-found]
+    from billing_client.api.default import get_usage, post_charges  # type: ignore[import-not-found]
+    from billing_client.models import ChargeInput, IngestResult, UsagePage  # type: ignore[import-not-found]
+
+    now = datetime.now(UTC)
+    charges = good_charges([f"gen-{uuid.uuid4().hex[:6]}"], 3, now)
+    body = [ChargeInput.from_dict(c) for c in charges]
+    sender = AuthenticatedClient(base_url=p.api.url, token=ingest_key, timeout=httpx.Timeout(60))
+    async with sender as client:
+        sent = await post_charges.asyncio(client=client, body=body)
+    assert isinstance(sent, IngestResult) and sent.accepted == 3, sent
+    await p.wait_counted(charges)
+    reader = AuthenticatedClient(base_url=p.api.url, token=reader_key, timeout=httpx.Timeout(60))
+    async with reader as client:
+        page = await get_usage.asyncio(
+            client=client,
+            from_=now.date() - timedelta(days=1),
+            to=now.date(),
+            group_by="account",
+            account=[charges[0]["account_id"]],
+        )
+    assert isinstance(page, UsagePage), page
+    assert sum(w.usage.charge_count for w in page.data) == 3
+    assert sum(w.usage.total_tokens for w in page.data) == sum(
+        c["prompt_tokens"] + c["completion_tokens"] for c in charges
+    )
