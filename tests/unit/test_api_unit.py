@@ -129,7 +129,7 @@ def test_validation_keeps_request_indexes_across_accounts_and_fills_event_ids() 
     assert {i: r.reason for i, r in checked.refused.items()} == {
         1: "not_an_object",
         2: "negative_count",
-        3: "missing_field",
+        3: "wrong_type",
     }
     filled = checked.charges[1][1].event_id
     assert filled and filled != "e1"
