@@ -27,7 +27,7 @@ ENV PATH=/opt/billing/bin:$PATH \
     BILLING_LOG_FORMAT=json
 WORKDIR /var/lib/billing
 USER billing:billing
-EXPOSE 6066
+EXPOSE 6066 8080
 # /health: the process answers (it does not depend on Kafka or Postgres; /ready does).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('BILLING_WEB_PORT', '6066') + '/health', timeout=3)"]

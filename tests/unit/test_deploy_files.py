@@ -203,3 +203,28 @@ def test_dashboard_queries_only_known_metric_names() -> None:
     declared = set(re.findall(r'"(billing_[a-z0-9_]+)"', source))
     stems = {re.sub(r"_(total|bucket|count|sum)$", "", n) for n in ours}
     assert stems <= declared, sorted(stems - declared)
+
+
+def test_compose_file_is_valid_by_the_compose_spec_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((ROOT / "tests/fixtures/compose/compose-spec.json").read_text())
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(compose()), key=str)
+    assert not errors, [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:5]]
+
+
+def test_compose_runs_the_api_from_the_worker_image() -> None:
+    services = billing_services()
+    api, worker = services["api"], services["worker"]
+    assert (
+        api["command"] == ["api"]
+        and api["image"] == worker["image"]
+        and api.get("build") == worker.get("build")
+    )
+    assert api["environment"]["BILLING_API_HOST"] == "0.0.0.0"
+    port = api["environment"]["BILLING_API_PORT"]
+    check = " ".join(api["healthcheck"]["test"])
+    assert f"{port}/health" in check and any(p.endswith(f":{port}") for p in api["ports"])
+    assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    jobs = {j["job_name"]: j["dns_sd_configs"][0] for j in prom["scrape_configs"]}
+    assert jobs["billing-api"]["names"] == ["api"] and str(jobs["billing-api"]["port"]) == port
