@@ -54,7 +54,8 @@ def interleave(good: list[dict[str, Any]], bad: dict[int, tuple[Any, str]]) -> l
 
 
 async def test_batch_good_counted_bad_refused_and_a_resent_request_counts_once(broker, database, tmp_path):
-    async with pipeline(broker, database, tmp_path) as p:
+    limits = {"api_max_body_bytes": "20000", "api_max_charges": "100", "log_format": "json"}
+    async with pipeline(broker, database, tmp_path, **limits) as p:
         key = await create_key(p.env, "ingest")
         now = datetime.now(UTC)
         accounts = [f"acct-{uuid.uuid4().hex[:6]}" for _ in range(3)]
@@ -83,7 +84,23 @@ async def test_batch_good_counted_bad_refused_and_a_resent_request_counts_once(b
 
             every_bad = await client.post("/v1/charges", json=[b for b, _ in bad.values()])
             assert every_bad.status_code == 422 and every_bad.json()["accepted"] == 0
+
+            too_big = await client.post("/v1/charges", json=good * 4)
+            assert too_big.status_code == 413 and too_big.json()["error"] == "body_too_large"
+            too_many = await client.post("/v1/charges", json=[{}] * 101)
+            assert too_many.status_code == 413 and too_many.json()["error"] == "too_many_charges"
+            metrics = (await client.get("/metrics")).text
         await p.wait_counted(good + tail)
+        accepted = 2 * len(good) + len(tail)
+        assert f"billing_api_charges_accepted_total {float(accepted)}" in metrics
+        assert 'billing_api_charges_refused_total{reason="negative_count"} 3.0' in metrics
+        assert 'billing_api_requests_total{method="POST",route="/v1/charges",status="413"} 2.0' in metrics
+        assert "billing_api_request_duration_seconds_bucket" in metrics
+        p.api.stop()
+        log = p.api.log_path.read_text()
+        access = [json.loads(line) for line in log.splitlines() if '"streams.api.access"' in line]
+        assert access and {"route", "status", "key_id"} <= set(access[0]), log[-2000:]
+        assert key.split("_")[1] in log and key not in log  # the key's id is logged, the key never
 
 
 async def test_cloudevents_single_and_batch(broker, database, tmp_path):
