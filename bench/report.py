@@ -25,6 +25,8 @@ SUMMARY_KEYS = (
     "p99_ms",
     "bytes_per_key",
     "recovery_s",
+    "http_ingest",
+    "http_p99_ms",
 )
 
 
@@ -52,7 +54,7 @@ class Report:
                 text = "n/a"
             elif key in ("x_seed", "x_naive"):
                 text = f"{value:.1f}"
-            elif key in ("of_ceiling", "producer_ratio"):
+            elif key in ("of_ceiling", "producer_ratio", "http_ingest"):
                 text = f"{value:.2f}"
             elif key == "recovery_s":
                 text = f"{value:.1f}"
@@ -71,6 +73,7 @@ class Report:
         x_seed, x_naive, of_ceiling = f.get("x_seed"), f.get("x_naive"), f.get("of_ceiling")
         flat, producer, p99 = f.get("scale_flatness"), f.get("producer_ratio"), f.get("p99_ms")
         per_key, recovery = f.get("bytes_per_key"), f.get("recovery_s")
+        http_ingest, http_p99 = f.get("http_ingest"), f.get("http_p99_ms")
         show = lambda v, fmt: "n/a" if v is None else format(v, fmt)  # noqa: E731
         p99_limit = (flush_interval_s + 1) * 1000
         return [
@@ -102,6 +105,16 @@ class Report:
                 check(per_key, (per_key or 1e9) <= 300),
             ),
             ("recovery ≤ 30 s", show(recovery, ".1f") + " s", check(recovery, (recovery or 1e9) <= 30)),
+            (
+                "HTTP ingest (100-charge POSTs) ≥ 60% of ChargeProducer",
+                show(http_ingest, ".0%"),
+                check(http_ingest, (http_ingest or 0) >= 0.6),
+            ),
+            (
+                "HTTP p99 of single-charge requests at 1,000/s ≤ 50 ms",
+                show(http_p99, ".0f") + " ms",
+                check(http_p99, (http_p99 or 1e9) <= 50),
+            ),
         ]
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import asyncpg
 from rich.console import Console
 
-from bench import ceiling, components, data, e2e, latency, naive, produce, scale, seed
+from bench import ceiling, components, data, e2e, http, latency, naive, produce, scale, seed
 from bench.infra import Bench
 from bench.report import Report
 
@@ -23,6 +23,7 @@ MEASUREMENTS = (
     "seed",
     "naive",
     "latency",
+    "http",
     "scale",
 )
 
@@ -35,10 +36,13 @@ class Sizes:
     naive_window: float  # seconds the naive Faust app is timed
     latency_seconds: float
     levels: tuple[int, ...]  # distinct daily keys
+    http: int = 100_000  # charges through POST /v1/charges
+    http_seconds: float = 20  # of single-charge requests at HTTP_RATE
 
 
+HTTP_RATE = 1_000
 FULL = Sizes(1_000_000, 100_000, 50_000, 30, 60, (10_000, 100_000, 1_000_000))
-QUICK = Sizes(100_000, 20_000, 20_000, 8, 15, (10_000, 100_000))
+QUICK = Sizes(100_000, 20_000, 20_000, 8, 15, (10_000, 100_000), http=20_000, http_seconds=5)
 
 
 def rate(value: float, unit: str = "charges/s") -> str:
@@ -76,7 +80,7 @@ class Run:
         gc.freeze()  # a million live models must not slow every later collection down
         expected = data.expected_rows(charges)
         topic, single_topic = "bench-charges", "bench-single"
-        for name in (topic, "bench-bare", single_topic):
+        for name in (topic, "bench-bare", single_topic, "bench-http"):
             await bench.create_topic(name)
 
         self.step("producing: ChargeProducer, then the same bytes with a bare aiokafka producer")
@@ -123,6 +127,8 @@ class Run:
             await self.guarded("naive Faust", self.naive(bench, topic))
         if "latency" in self.only:
             await self.guarded("latency", self.latency(bench, charges[:5000]))
+        if "http" in self.only:
+            await self.guarded("http", self.http(bench, charges[: s.http], lib.rate))
         del charges, single, expected
         gc.unfreeze()
         gc.collect()
@@ -254,3 +260,26 @@ class Run:
             r.figures["recovery_s"] = result.recovery_seconds
             note = "SIGKILL to a new charge visible: restart, group join (dead member times out), flush"
             r.add(f"recovery after SIGKILL ({large.keys:,} keys)", f"{result.recovery_seconds:.1f} s", note)
+
+    async def http(self, bench: Bench, charges: list, producer_rate: float) -> None:
+        s, r = self.sizes, self.report
+        self.step(
+            f"http: {len(charges):,} charges in {http.BATCH}-charge POSTs, then single charges at "
+            f"{HTTP_RATE:,}/s for {s.http_seconds:.0f} s"
+        )
+        done = await http.http_front_door(bench, "bench-http", charges, HTTP_RATE, s.http_seconds)
+        r.figures["http_ingest"] = done.ingest_rate / producer_rate
+        note = (
+            f"{len(charges):,} charges, {http.IN_FLIGHT} requests in flight, 202 after Kafka's ack; "
+            f"{done.ingest_rate / producer_rate:.0%} of ChargeProducer ({rate(producer_rate)})"
+        )
+        r.add(f"http: POST /v1/charges, {http.BATCH}-charge batches", rate(done.ingest_rate), note)
+        p50, p99 = done.pct(0.5) * 1000, done.pct(0.99) * 1000
+        r.figures["http_p99_ms"] = p99
+        note = (
+            f"{len(done.latencies):,} requests answered 202 (each after Kafka's ack), {done.errors} not; "
+            f"open loop from the scheduled send time"
+        )
+        r.add(
+            f"http: one charge per request at {HTTP_RATE:,}/s, p50 / p99", f"{p50:.0f} / {p99:.0f} ms", note
+        )
