@@ -4,13 +4,9 @@ Why these choices:
 - One Kafka producer and one small Postgres pool per process, opened in the lifespan. The
   producer connects in the background with retries: the service starts (and /health answers)
   while Kafka is away, /ready says 503 and ingest answers 503 until it is there.
-- Concurrency is bounded here (BILLING_API_MAX_CONCURRENCY requests at once, the rest 503 with
-  Retry-After at once) rather than queued: a queue in front of Kafka would only turn overload
-  into timeouts that the client cannot tell from a lost request.
+- Concurrency, metrics and the access log are the guard's (streams.api.middleware).
 - /health is the event loop answering; /ready is Kafka connected and Postgres answering. Both
   and /metrics need no key and show no billing data.
-- The access log carries method, route template, status, duration and the key's public id;
-  never the Authorization header or a body.
 """
 
 from __future__ import annotations
@@ -18,13 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
@@ -32,15 +27,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.api import ingest, query
 from streams.api.auth import KeyCache
-from streams.api.errors import ApiError, ErrorBody, api_error_handler, retry_after, validation_error_handler
+from streams.api.errors import ApiError, api_error_handler, validation_error_handler
 from streams.api.metrics import ApiMetrics
+from streams.api.middleware import Guard
 from streams.config import Settings
 from streams.delivery import DeliveryError
 from streams.producer import ChargeProducer
 
 log = logging.getLogger("streams.api")
-access = logging.getLogger("streams.api.access")
-PUBLIC = frozenset({"/health", "/ready", "/metrics"})
 PRODUCER_OPTIONS: dict[str, Any] = {"linger_ms": 2, "retries": 3, "request_timeout_ms": 5_000}
 
 
@@ -53,7 +47,6 @@ class Service:
     pool: asyncpg.Pool | None = None
     keys: KeyCache | None = None
     producer: ChargeProducer | None = None
-    slots: asyncio.Semaphore | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def reap_failures(self) -> None:
@@ -97,18 +90,12 @@ class Service:
             await self.pool.close()
 
 
-def _route_of(request: Request) -> str:
-    route = request.scope.get("route")
-    return getattr(route, "path", "unmatched")
-
-
 def create_app(settings: Settings) -> FastAPI:
     """The ASGI app; `uvicorn.run(create_app(settings))` serves it."""
     service = Service(settings, ApiMetrics())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service.slots = asyncio.Semaphore(settings.api_max_concurrency)
         service.pool = await asyncpg.create_pool(settings.dsn, min_size=1, max_size=4, command_timeout=30)
         service.keys = KeyCache(service.pool, settings.api_key_cache.total_seconds())
         service._keep(asyncio.create_task(service.connect_kafka(), name="api-connect-kafka"))
@@ -141,45 +128,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(query.router)
 
-    @app.middleware("http")
-    async def bounded_and_measured(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        slots = service.slots
-        assert slots is not None
-        started = time.perf_counter()
-        if slots.locked() and request.url.path not in PUBLIC:
-            body = ErrorBody(error="overloaded", message="too many requests at once; retry shortly")
-            response: Response = JSONResponse(
-                body.model_dump(),
-                status_code=503,
-                headers=retry_after(settings.api_retry_after.total_seconds()),
-            )
-        else:
-            async with slots:
-                service.metrics.in_flight.inc()
-                try:
-                    response = await call_next(request)
-                finally:
-                    service.metrics.in_flight.dec()
-        elapsed = time.perf_counter() - started
-        route = _route_of(request)
-        service.metrics.requests.labels(request.method, route, str(response.status_code)).inc()
-        service.metrics.latency.labels(route).observe(elapsed)
-        access.info(
-            "%s %s %d %.1fms",
-            request.method,
-            route,
-            response.status_code,
-            elapsed * 1000,
-            extra={
-                "route": route,
-                "status": response.status_code,
-                "key_id": getattr(request.state, "key_id", None),
-            },
-        )
-        return response
-
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:
         return {"status": "alive"}
@@ -195,3 +143,10 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def serve(settings: Settings) -> Any:
+    """The app behind the guard (bounded concurrency, metrics, access log): what uvicorn runs."""
+    app = create_app(settings)
+    service: Service = app.state.service
+    return Guard(app, service.metrics, settings.api_max_concurrency, settings.api_retry_after.total_seconds())

@@ -12,11 +12,11 @@ make the service buffer more than BILLING_API_MAX_BODY_BYTES.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
+from pydantic_core import from_json
 
 from streams.api.errors import ApiError
 
@@ -57,11 +57,11 @@ def media_type(request: Request) -> str:
 
 
 def _load(body: bytes) -> Any:
+    """pydantic-core's parser: faster than json.loads, and it bounds nesting itself."""
     try:
-        return json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
-        raise ApiError(400, "invalid_json", f"the body is not JSON: {detail}") from None
+        return from_json(body)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not JSON: {str(exc)[:200]}") from None
 
 
 def _ndjson(body: bytes) -> list[Element]:
@@ -70,8 +70,8 @@ def _ndjson(body: bytes) -> list[Element]:
         if not line.strip():
             continue
         try:
-            elements.append(json.loads(line))
-        except (ValueError, RecursionError):
+            elements.append(from_json(line))
+        except ValueError:
             elements.append(Refusal("invalid_json", "this line is not JSON"))
     return elements
 

@@ -26,12 +26,12 @@ def api(host: str | None, port: int | None) -> None:
     import uvicorn
 
     from streams import logs
-    from streams.api.app import create_app
+    from streams.api.app import serve
 
     settings = load_settings()
     logs.configure(settings)
     uvicorn.run(
-        create_app(settings),
+        serve(settings),
         host=host or settings.api_host,
         port=settings.api_port if port is None else port,
         log_config=logs.dict_config(settings),

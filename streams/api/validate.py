@@ -12,10 +12,11 @@ event_id, occurred_at). A caller that wants a retry to count once sends its own 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from pydantic_core import PydanticSerializationError, to_json
 
 from schemas.charge import Charge
 from streams.api.bodies import Element, Refusal
@@ -39,12 +40,6 @@ def limits_now(settings: Settings) -> Limits:
     return Limits(datetime.now(UTC), settings.max_clock_skew, settings.zone, settings.late_horizon)
 
 
-def _json_default(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"not JSON: {type(value).__name__}")
-
-
 def check_elements(elements: list[Element], limits: Limits) -> Checked:
     """Validate every element; never raises for bad input."""
     out = Checked()
@@ -61,8 +56,12 @@ def check_elements(elements: list[Element], limits: Limits) -> Checked:
                 key = account.encode("utf-8", "surrogatepass")
         groups.setdefault(key, []).append((index, element))
     for key, members in groups.items():
-        value = json.dumps([m[1] for m in members], separators=(",", ":"), default=_json_default)
-        decoded = decode_record(value.encode("utf-8", "surrogatepass"), key, limits)
+        # pydantic-core's encoder: several times json.dumps's speed, datetimes in ISO 8601.
+        try:
+            value = to_json([m[1] for m in members])
+        except PydanticSerializationError:  # text that is not UTF-8 (a lone surrogate)
+            value = b"\xff"  # decode_record's own verdict on bytes that are not JSON
+        decoded = decode_record(value, key, limits)
         for position, charge in zip(decoded.positions, decoded.charges, strict=True):
             out.charges.append((members[position][0], charge))
         for rejection in decoded.rejections:

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from streams.api.ingest import IngestResult
 from streams.embedded_broker import EmbeddedBroker
 from tests.api_support import bearer, create_key, pipeline, post_until
 from tests.integration.tcp_proxy import TcpProxy
@@ -65,7 +66,7 @@ async def test_batch_good_counted_bad_refused_and_a_resent_request_counts_once(b
         async with httpx.AsyncClient(base_url=p.api.url, headers=bearer(key), timeout=60) as client:
             first = await client.post("/v1/charges", json=body)
             assert first.status_code == 202, first.text
-            answer = first.json()
+            answer = IngestResult.model_validate(first.json()).model_dump()  # the documented shape
             assert answer["accepted"] == len(good) and answer["refused"] == len(bad)
             assert {e["index"]: e["reason"] for e in answer["errors"]} == {i: r for i, (_, r) in bad.items()}
             assert [c["event_id"] for c in answer["charges"]] == [g["event_id"] for g in good]
