@@ -28,14 +28,21 @@ FLUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
 FAUST_PREFIX = "billing_faust"  # fixed, so dashboards do not depend on BILLING_APP_ID
 
 
+def process_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
+    """`registry` (a new one by default) with the process, platform and GC collectors: what
+    every process of ours exports beside its own metrics (the worker's, the API's)."""
+    r = registry or CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=r)
+    PlatformCollector(registry=r)
+    GCCollector(registry=r)
+    return r
+
+
 class Metrics:
     """Every metric the worker exports, created in `registry`."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = r = registry or CollectorRegistry(auto_describe=True)
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
-        GCCollector(registry=r)
+        self.registry = r = process_registry(registry)
         self.records = Counter("billing_records", "Kafka records of the charges topic flushed", registry=r)
         self.charges_accepted = Counter(
             "billing_charges_accepted",

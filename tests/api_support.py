@@ -12,27 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import httpx
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from streams.embedded_broker import ensure_topics
-from tests.support import (
-    WorkerProcess,
-    fetch_rows,
-    free_port,
-    ground_truth,
-    mismatches,
-    pipeline_env,
-    settings_from,
-    wait_until,
-)
+from tests import support
+from tests.support import WorkerProcess, wait_until
 
 
 class ApiServer(WorkerProcess):
     """`billing api` as a child process on a free port of its own."""
 
     def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
-        self.port = free_port()
+        self.port = support.free_port()
         super().__init__(env, log_path, {"BILLING_API_PORT": str(self.port)}, ("streams", "api"))
 
     @property
@@ -53,17 +46,19 @@ class ApiServer(WorkerProcess):
             await wait_until(ready, timeout, "billing api /ready", on_timeout=self.log_tail)
 
 
-async def billing_cli(env: Mapping[str, str], *args: str) -> Any:
-    """`billing ARGS` in-process (a thread: commands run their own loop) with `env` as the
-    whole BILLING_* configuration, the settings cache cleared before and after."""
-    from streams.cli import main
+async def billing_cli(env: Mapping[str, str], command: click.Command, *args: str) -> Result:
+    """A `billing` subcommand in-process with `env` as the whole BILLING_* configuration.
+
+    In a thread because the command runs its own event loop; the settings cache is cleared so
+    that each call reads `env`, and BILLING_* variables of the outer process are hidden.
+    """
     from streams.config import get_settings
 
-    def call() -> Any:
+    def call() -> Result:
         hidden: dict[str, str | None] = {k: None for k in os.environ if k.startswith("BILLING_")}
         get_settings.cache_clear()
         try:
-            return CliRunner().invoke(main, list(args), env={**hidden, **env}, catch_exceptions=False)
+            return CliRunner().invoke(command, list(args), env={**hidden, **env}, catch_exceptions=False)
         finally:
             get_settings.cache_clear()
 
@@ -72,10 +67,12 @@ async def billing_cli(env: Mapping[str, str], *args: str) -> Any:
 
 async def create_key(env: Mapping[str, str], scope: str, *accounts: str) -> str:
     """A new key from `billing keys create` (its first line of stdout is the key)."""
-    args = ["keys", "create", "--scope", scope]
+    from streams.api.cli import keys
+
+    args = ["create", "--scope", scope]
     for account in accounts:
         args += ["--account", account]
-    result = await billing_cli(env, *args)
+    result = await billing_cli(env, keys, *args)
     assert result.exit_code == 0, result.output
     return str(result.stdout.splitlines()[0])
 
@@ -98,11 +95,11 @@ class Pipeline:
 
     async def wait_counted(self, charges: list[dict[str, Any]], timeout: float = 120) -> None:
         """Until Postgres holds exactly the ground truth of `charges` for their accounts."""
-        expected = ground_truth(charges, settings_from(self.env).zone)
+        expected = support.ground_truth(charges, support.settings_from(self.env).zone)
         accounts = {c["account_id"] for c in charges}
 
         async def exact() -> bool:
-            return not mismatches(expected, await fetch_rows(self.database, accounts))
+            return not support.mismatches(expected, await support.fetch_rows(self.database, accounts))
 
         await wait_until(exact, timeout, "rows equal to the ground truth", on_timeout=self.logs)
 
@@ -112,8 +109,8 @@ async def pipeline(
     bootstrap: str, database: str, tmp_path: Path, **overrides: str
 ) -> AsyncIterator[Pipeline]:
     """A worker and an API server on their own topics; both stopped on exit."""
-    env = pipeline_env(bootstrap, database, tmp_path / "data", **overrides)
-    await ensure_topics(settings_from(env))
+    env = support.pipeline_env(bootstrap, database, tmp_path / "data", **overrides)
+    await ensure_topics(support.settings_from(env))
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
     api = ApiServer(env, tmp_path / "api.log")
     api.start()

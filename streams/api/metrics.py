@@ -9,9 +9,8 @@ a label value and multiply the series.
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.gc_collector import GCCollector
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
+
+from streams.metrics import process_registry
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -20,10 +19,7 @@ class ApiMetrics:
     """Requests, latency, and charges accepted and refused by reason."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = r = registry or CollectorRegistry(auto_describe=True)
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
-        GCCollector(registry=r)
+        self.registry = r = process_registry(registry)
         self.requests = Counter(
             "billing_api_requests", "HTTP requests answered", ["method", "route", "status"], registry=r
         )

@@ -17,7 +17,7 @@ import pytest
 
 from streams.api.ingest import IngestResult
 from streams.embedded_broker import EmbeddedBroker
-from tests.api_support import bearer, create_key, pipeline, post_until
+from tests.api_support import bearer, billing_cli, create_key, pipeline, post_until
 from tests.integration.tcp_proxy import TcpProxy
 from tests.support import charge_dict, free_port, wait_until
 
@@ -194,9 +194,9 @@ async def test_portal_token_never_sees_another_account(broker, database, tmp_pat
 
 
 async def _revoke(env: dict[str, str], key: str) -> Any:
-    from tests.api_support import billing_cli
+    from streams.api.cli import keys
 
-    return await billing_cli(env, "keys", "revoke", key.split("_")[1])
+    return await billing_cli(env, keys, "revoke", key.split("_")[1])
 
 
 async def test_broker_lost_mid_request_503_then_the_retry_counts_each_charge_once(

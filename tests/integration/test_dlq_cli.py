@@ -8,9 +8,7 @@ rule that refused it (BILLING_MAX_CLOCK_SKEW) was relaxed.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,12 +16,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from streams import dlq as envelope
-from streams.config import get_settings
 from streams.dlq_cli import dlq
 from streams.embedded_broker import ensure_topics
+from tests.api_support import billing_cli
 from tests.support import (
     WorkerProcess,
     charge_dict,
@@ -43,21 +41,8 @@ ZONE = ZoneInfo("UTC")
 
 
 async def billing_dlq(env: dict[str, str], *args: str) -> Result:
-    """`billing dlq ARGS` in-process with `env` as the whole BILLING_* configuration.
-
-    In a thread because the command runs its own event loop; the settings cache is cleared so
-    that each call reads `env`, and BILLING_* variables of the outer process are hidden.
-    """
-
-    def call() -> Result:
-        hidden: dict[str, str | None] = {k: None for k in os.environ if k.startswith("BILLING_")}
-        get_settings.cache_clear()
-        try:
-            return CliRunner().invoke(dlq, list(args), env={**hidden, **env}, catch_exceptions=False)
-        finally:
-            get_settings.cache_clear()
-
-    return await asyncio.to_thread(call)
+    """`billing dlq ARGS` in-process with `env` as the whole BILLING_* configuration."""
+    return await billing_cli(env, dlq, *args)
 
 
 async def counts(env: dict[str, str]) -> dict[str, Any]:
