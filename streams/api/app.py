@@ -96,7 +96,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service.pool = await asyncpg.create_pool(settings.dsn, min_size=1, max_size=4, command_timeout=30)
+        # min_size=0: no connection at start, so the service comes up (and says why it is not
+        # ready) while Postgres is away; connections open on first use.
+        service.pool = await asyncpg.create_pool(settings.dsn, min_size=0, max_size=4, command_timeout=30)
         service.keys = KeyCache(service.pool, settings.api_key_cache.total_seconds())
         service._keep(asyncio.create_task(service.connect_kafka(), name="api-connect-kafka"))
         try:

@@ -304,3 +304,60 @@ async def _use_generated_client(p: Any, ingest_key: str, reader_key: str) -> Non
     assert sum(w.usage.total_tokens for w in page.data) == sum(
         c["prompt_tokens"] + c["completion_tokens"] for c in charges
     )
+
+
+async def test_windows_final_days_pages_change_feed_and_restricted_ingest(broker, database, tmp_path):
+    async with pipeline(broker, database, tmp_path, grace="1s", idle_timeout="2s") as p:
+        a, b = f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}"
+        only_a = await create_key(p.env, "ingest", a)
+        admin = await create_key(p.env, "read:all")
+        now = datetime.now(UTC)
+        old = now - timedelta(days=3)
+        charges = [*good_charges([a], 2, old), *good_charges([a, b], 2, now)]
+        async with httpx.AsyncClient(base_url=p.api.url, timeout=60) as client:
+            sent = await client.post("/v1/charges", json=charges, headers=bearer(only_a))
+            assert sent.status_code == 202, sent.text
+            refused = sent.json()["errors"]
+            assert [(e["index"], e["reason"]) for e in refused] == [
+                (4, "forbidden_account"),
+                (5, "forbidden_account"),
+            ]
+            anyone = await create_key(p.env, "ingest")
+            again = await client.post("/v1/charges", json=charges[4:], headers=bearer(anyone))
+            assert again.status_code == 202 and again.json()["accepted"] == 2
+            await p.wait_counted(charges)
+            days = {"from": old.date().isoformat(), "to": now.date().isoformat()}
+            read = bearer(admin)
+
+            async def old_day_final() -> bool:
+                page = await client.get("/v1/usage", params={**days, "account": a}, headers=read)
+                return page.json()["data"][0]["final"] is True
+
+            await wait_until(old_day_final, 120, "the old day to close", on_timeout=p.logs)
+            rows, url = [], "/v1/usage"
+            params: dict[str, Any] | None = {**days, "group_by": "account", "account": [a, b], "limit": 1}
+            while url:
+                page = (await client.get(url, params=params, headers=read)).json()
+                rows += page["data"]
+                url, params = page["next"], None
+            seen = {(r["start"], r["group"]["account"], r["usage"]["charge_count"], r["final"]) for r in rows}
+            today = now.date().isoformat()
+            assert seen == {(old.date().isoformat(), a, 2, True), (today, a, 2, False), (today, b, 2, False)}
+            for window in ("week", "month"):
+                page = await client.get(
+                    "/v1/usage", params={**days, "window": window, "account": [a, b]}, headers=read
+                )
+                assert sum(r["usage"]["charge_count"] for r in page.json()["data"]) == 6
+
+            feed, since, more = [], None, True
+            while more:
+                params = {"limit": 2, **({"since": since} if since else {})}
+                page = (await client.get("/v1/usage/changes", params=params, headers=read)).json()
+                feed += page["data"]
+                since, more = page["cursor"], page["has_more"]
+            ours = {(r["group"]["account"], r["date"]): r for r in feed if r["group"]["account"] in (a, b)}
+            assert set(ours) == {(a, old.date().isoformat()), (a, today), (b, today)}
+            closed = ours[(a, old.date().isoformat())]
+            assert closed["final"] and closed["finalized_at"] and closed["revision"] == 0  # no late charge
+            stamps = [(r["updated_at"], r["id"]) for r in feed]
+            assert stamps == sorted(stamps)

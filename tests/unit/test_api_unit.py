@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from prometheus_client import generate_latest
 
 from streams.api.auth import Caller, readable_accounts
 from streams.api.bodies import CLOUDEVENT_BATCH, JSON, NDJSON, Refusal, elements_of, from_cloudevent
@@ -173,3 +174,43 @@ def test_the_served_schema_documents_every_route() -> None:
     assert "CloudEvent" in schema["components"]["schemas"]
     body = schema["paths"]["/v1/charges"]["post"]["requestBody"]["content"]
     assert {"application/json", "application/x-ndjson"} <= set(body)
+
+
+async def test_the_guard_refuses_beyond_the_concurrency_limit_but_never_health() -> None:
+    """One request holds the only slot: the next gets 503 + Retry-After at once, /health passes."""
+    import asyncio
+
+    from streams.api.metrics import ApiMetrics
+    from streams.api.middleware import Guard
+
+    release, entered = asyncio.Event(), asyncio.Event()
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        if scope["path"] == "/slow":
+            entered.set()
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"ok"})  # type: ignore[operator]
+
+    metrics = ApiMetrics()
+    guard = Guard(app, metrics, limit=1, retry_after_s=7)
+
+    async def call(path: str) -> list[dict]:
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await guard({"type": "http", "method": "GET", "path": path}, None, send)  # type: ignore[arg-type]
+        return sent
+
+    slow = asyncio.create_task(call("/slow"))
+    await entered.wait()
+    refused = await call("/v1/usage")
+    assert refused[0]["status"] == 503 and (b"retry-after", b"7") in refused[0]["headers"]
+    assert (await call("/health"))[0]["status"] == 200
+    release.set()
+    assert (await slow)[0]["status"] == 200
+    assert (await call("/v1/usage"))[0]["status"] == 200
+    text = generate_latest(metrics.registry).decode()
+    assert 'billing_api_requests_total{method="GET",route="unmatched",status="503"} 1.0' in text
