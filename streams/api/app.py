@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -101,6 +102,10 @@ def create_app(settings: Settings) -> FastAPI:
         service.pool = await asyncpg.create_pool(settings.dsn, min_size=0, max_size=4, command_timeout=30)
         service.keys = KeyCache(service.pool, settings.api_key_cache.total_seconds())
         service._keep(asyncio.create_task(service.connect_kafka(), name="api-connect-kafka"))
+        # Everything imported and built so far lives as long as the process: out of the
+        # collector's way, so that a full collection does not stall requests scanning it.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
