@@ -106,7 +106,7 @@ class Report:
             ),
             ("recovery ≤ 30 s", show(recovery, ".1f") + " s", check(recovery, (recovery or 1e9) <= 30)),
             (
-                "HTTP ingest (100-charge POSTs) ≥ 60% of ChargeProducer",
+                "HTTP ingest (100-charge POSTs) ≥ 60% of `billing produce`",
                 show(http_ingest, ".0%"),
                 check(http_ingest, (http_ingest or 0) >= 0.6),
             ),

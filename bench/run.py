@@ -128,7 +128,7 @@ class Run:
         if "latency" in self.only:
             await self.guarded("latency", self.latency(bench, charges[:5000]))
         if "http" in self.only:
-            await self.guarded("http", self.http(bench, charges[: s.http], lib.rate))
+            await self.guarded("http", self.http(bench, charges[: s.http]))
         del charges, single, expected
         gc.unfreeze()
         gc.collect()
@@ -261,17 +261,23 @@ class Run:
             note = "SIGKILL to a new charge visible: restart, group join (dead member times out), flush"
             r.add(f"recovery after SIGKILL ({large.keys:,} keys)", f"{result.recovery_seconds:.1f} s", note)
 
-    async def http(self, bench: Bench, charges: list, producer_rate: float) -> None:
+    async def http(self, bench: Bench, charges: list) -> None:
         s, r = self.sizes, self.report
         self.step(
-            f"http: {len(charges):,} charges in {http.BATCH}-charge POSTs, then single charges at "
-            f"{HTTP_RATE:,}/s for {s.http_seconds:.0f} s"
+            f"http: `billing produce` on {len(charges):,} JSON lines, then the same in {http.BATCH}-charge POSTs"
         )
+        cli = await http.billing_produce(bench.settings("bench-http"), charges)
+        r.add(
+            "producer: `billing produce FILE` (JSON lines)",
+            rate(cli),
+            f"{len(charges):,} charges, in-process",
+        )
+        self.step(f"http: single charges at {HTTP_RATE:,}/s for {s.http_seconds:.0f} s")
         done = await http.http_front_door(bench, "bench-http", charges, HTTP_RATE, s.http_seconds)
-        r.figures["http_ingest"] = done.ingest_rate / producer_rate
+        r.figures["http_ingest"] = done.ingest_rate / cli
         note = (
             f"{len(charges):,} charges, {http.IN_FLIGHT} requests in flight, 202 after Kafka's ack; "
-            f"{done.ingest_rate / producer_rate:.0%} of ChargeProducer ({rate(producer_rate)})"
+            f"{done.ingest_rate / cli:.0%} of `billing produce`"
         )
         r.add(f"http: POST /v1/charges, {http.BATCH}-charge batches", rate(done.ingest_rate), note)
         p50, p99 = done.pct(0.5) * 1000, done.pct(0.99) * 1000
