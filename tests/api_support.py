@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from click.testing import CliRunner, Result
 
 from streams.embedded_broker import ensure_topics
 from tests import support
-from tests.support import WorkerProcess, wait_until
+from tests.support import WorkerProcess, charge_dict, wait_until
 
 
 class ApiServer(WorkerProcess):
@@ -130,3 +131,13 @@ async def post_until(client: httpx.AsyncClient, path: str, timeout: float, **kwa
         if response.status_code != 503 or time.monotonic() > deadline:
             return response
         await asyncio.sleep(0.5)
+
+
+def good_charges(accounts: list[str], per_account: int, when: datetime) -> list[dict[str, Any]]:
+    """Valid charges, accounts in order (a test can tell their request indexes), two users each,
+    a minute apart before `when` so that none is in the future by the time it is checked."""
+    return [
+        charge_dict(a, f"user-{i % 2}", "openai", "completion", when - timedelta(minutes=i), 10 + i, 5 + i)
+        for a in accounts
+        for i in range(per_account)
+    ]

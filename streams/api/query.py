@@ -1,9 +1,5 @@
 """`GET /v1/usage` (windowed, grouped usage) and `GET /v1/usage/changes` (the invoice feed).
 
-The answer's shape leaves room to grow without breaking a client: each window carries its
-dimensions in `group` and its numbers in `usage`, both objects, so a new dimension (such as
-`model`) or a new number (such as `cost`) is one more key, not a new layout.
-
 A window is `final` when every one of its days within [from, to] is closed (the worker's
 billing_state), so its numbers change only by late charges, which are counted apart.
 """
@@ -18,10 +14,10 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
 
 from streams.api.auth import Caller, readable_accounts, reader
 from streams.api.errors import AUTH_RESPONSES, ApiError, ErrorBody, retry_after
+from streams.api.usage_models import ChangedRow, ChangesPage, Group, Usage, UsagePage, UsageWindow
 from streams.api.usage_sql import (
     CLOSED_SQL,
     DIMENSIONS,
@@ -36,66 +32,6 @@ from streams.totals import GROUP_COLUMNS, METRICS, parse_group_by
 router = APIRouter()
 MAX_LIMIT, MAX_DAYS = 1000, 3660
 Values = Annotated[list[str], Query()]
-
-
-class Usage(BaseModel):
-    """Summed counts; `late_charge_count` counts charges that arrived after their day closed."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    cached_tokens: int
-    reasoning_tokens: int
-    charge_count: int
-    late_charge_count: int
-
-
-class Group(BaseModel):
-    """The window's value of each group_by dimension (absent when not grouped by it)."""
-
-    model_config = ConfigDict(extra="forbid")
-    account: str | None = None
-    user: str | None = None
-    provider: str | None = None
-    charge_type: str | None = None
-
-
-class UsageWindow(BaseModel):
-    start: date
-    end: date = Field(description="exclusive: the first day of the next window")
-    final: bool
-    group: Group
-    usage: Usage
-
-
-class UsagePage(BaseModel):
-    timezone: str = Field(description="BILLING_TIMEZONE: days, weeks and months are its calendar's")
-    window: Window
-    date_from: date = Field(alias="from")
-    date_to: date = Field(alias="to")
-    group_by: list[str]
-    data: list[UsageWindow]
-    next: str | None = Field(description="URL of the next page, null on the last")
-
-
-class ChangedRow(BaseModel):
-    """One daily row as it stands now (sent again each time it is revised)."""
-
-    id: int
-    date: date
-    group: Group
-    usage: Usage
-    revision: int
-    final: bool
-    finalized_at: datetime | None
-    updated_at: datetime
-
-
-class ChangesPage(BaseModel):
-    data: list[ChangedRow]
-    cursor: str = Field(description="pass as `since` to continue after the last row of this page")
-    has_more: bool
-    next: str
 
 
 def _window_end(start: date, window: Window) -> date:
@@ -179,9 +115,7 @@ def _query(
     limit: int,
     offset: int,
 ) -> UsageQuery:
-    from zoneinfo import ZoneInfo
-
-    to = date_to or datetime.now(ZoneInfo(request.app.state.service.settings.timezone)).date()
+    to = date_to or datetime.now(request.app.state.service.settings.zone).date()
     start = date_from or to - timedelta(days=30)
     if start > to:
         raise ApiError(400, "bad_request", f"from ({start}) is after to ({to})")
