@@ -17,7 +17,8 @@ def main() -> None:
 
     Configure with BILLING_* environment variables (or a .env file); see the README.
     Start here: `billing dev up`, `billing migrate`, `billing worker`, `billing produce`,
-    `billing totals`. `billing demo` runs all of it once on this machine.
+    `billing totals`. `billing demo` runs all of it once on this machine. Over HTTP:
+    `billing keys create`, then `billing api`.
     """
     from streams import logs
     from streams.config import get_settings
