@@ -66,6 +66,23 @@ async def test_portal_token_never_sees_another_account(broker, database, tmp_pat
             assert revoked.exit_code == 0, revoked.output
             gone = await client.get("/v1/usage", headers=bearer(portal))
             assert gone.status_code == 401 and gone.json()["error"] == "revoked_key"
+        await _keys_are_listed_never_shown(p.env, ingest, portal, admin, mine)
+
+
+async def _keys_are_listed_never_shown(
+    env: dict[str, str], ingest: str, portal: str, admin: str, mine: str
+) -> None:
+    from streams.api.cli import keys
+
+    listed = await billing_cli(env, keys, "list")
+    assert listed.exit_code == 0, listed.output
+    assert ingest.split("_")[1] in listed.stdout and admin.split("_")[1] in listed.stdout
+    assert portal.split("_")[1] not in listed.stdout  # revoked: only with --all
+    everything = (await billing_cli(env, keys, "list", "--all")).stdout
+    assert f"read:account={mine}" in everything and "revoked" in everything
+    assert not any(k in everything for k in (ingest, portal, admin))
+    bad = await billing_cli(env, keys, "create", "--scope", "read:everything")
+    assert bad.exit_code == 2 and "unknown scope" in bad.output
 
 
 async def _revoke(env: dict[str, str], key: str) -> Any:
