@@ -24,12 +24,14 @@ ENV PATH=/opt/billing/bin:$PATH \
     BILLING_DATA_DIR=/var/lib/billing \
     BILLING_WEB_HOST=0.0.0.0 \
     BILLING_WEB_PORT=6066 \
+    BILLING_API_HOST=0.0.0.0 \
     BILLING_LOG_FORMAT=json
 WORKDIR /var/lib/billing
 USER billing:billing
 EXPOSE 6066 8080
-# /health: the process answers (it does not depend on Kafka or Postgres; /ready does).
+# /health: the process answers (it does not depend on Kafka or Postgres; /ready does). The
+# worker answers on BILLING_WEB_PORT, `billing api` on BILLING_API_PORT: either will do.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('BILLING_WEB_PORT', '6066') + '/health', timeout=3)"]
+  CMD ["python", "-c", "import os, urllib.request as u\ndef ok(port):\n    try:\n        return u.urlopen(f'http://127.0.0.1:{port}/health', timeout=3).status == 200\n    except OSError:\n        return False\nports = os.environ.get('BILLING_WEB_PORT', '6066'), os.environ.get('BILLING_API_PORT', '8080')\nraise SystemExit(0 if any(ok(p) for p in ports) else 1)"]
 ENTRYPOINT ["billing"]
 CMD ["worker"]
