@@ -120,15 +120,23 @@ async def _deliver(request: Request, charges: list[Charge]) -> bool:
     producer = service.producer
     if producer is None:
         return False
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + service.settings.api_delivery_timeout.total_seconds()
+    problem = "timeout"
     try:
-        async with asyncio.timeout(service.settings.api_delivery_timeout.total_seconds()):
-            futures = {id(f): f for f in [await producer.send(c) for c in charges]}
-            await asyncio.gather(*(asyncio.shield(f) for f in futures.values()))
-        return True
-    except (TimeoutError, DeliveryError) as exc:
-        log.warning("ingest: Kafka did not acknowledge %d charges: %s", len(charges), type(exc).__name__)
-        service.reap_failures()
-        return False
+        async with asyncio.timeout_at(deadline):  # send() itself waits when the producer is full
+            futures = {await producer.send(c) for c in charges}  # one per record, not per charge
+        # asyncio.wait leaves the futures alone at the deadline: they belong to the producer.
+        done, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
+        failed = [f for f in done if f.cancelled() or f.exception() is not None]
+        if not pending and not failed:
+            return True
+        problem = "DeliveryError" if failed else problem
+    except TimeoutError:
+        pass
+    log.warning("ingest: Kafka did not acknowledge %d charges: %s", len(charges), problem)
+    service.reap_failures()
+    return False
 
 
 def _result(checked: Any, caller: Caller) -> tuple[list[tuple[int, Charge]], dict[int, Refusal]]:

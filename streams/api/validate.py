@@ -50,7 +50,8 @@ def check_elements(elements: list[Element], limits: Limits) -> Checked:
             continue
         key = _NO_KEY
         if isinstance(element, dict):
-            element = fill_defaults(element)
+            if element.get("event_id") is None or element.get("occurred_at") is None:
+                element = fill_defaults(element)
             account = element.get("account_id")
             if isinstance(account, str):
                 key = account.encode("utf-8", "surrogatepass")
