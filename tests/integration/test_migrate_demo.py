@@ -49,7 +49,10 @@ async def test_migrate_is_idempotent_and_safe_concurrently(pg_server: str):
         assert again.returncode == 0 and f"up to date at version {latest}" in again.stdout
         conn = await asyncpg.connect(url)
         try:
-            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == latest
+            # Versions may leave gaps (numbers are reserved by parallel work): one row per file.
+            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(
+                available_migrations()
+            )
         finally:
             await conn.close()
     finally:
