@@ -16,7 +16,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,11 +25,14 @@ from faust.types import EventT
 
 from streams import crashpoints, dlq, web
 from streams.aggregate import Batch, record_fingerprint
+from streams.closing import DayCloser, LogEnds
 from streams.config import Settings
-from streams.decode import Limits, Rejection, decode_record
+from streams.decode import Decoded, Limits, Rejection, decode_record, element_bytes
+from streams.dlq import waived_rules
 from streams.kafka import ssl_context
 from streams.metrics import Metrics
-from streams.sink import PostgresSink
+from streams.settle import PendingCharge
+from streams.sink import FlushResult, PostgresSink, SinkDataError
 
 log = logging.getLogger("streams.worker")
 
@@ -60,37 +63,50 @@ class Meter:
         self.metrics = metrics or Metrics()
         self.stats: dict[str, int] = {"records": 0, "charges": 0, "duplicates": 0, "dlq": 0}
         self.dlq_by_reason: dict[str, int] = {}
+        self.skips: set[tuple[int, int]] = set()  # (partition, offset) an operator chose to skip
 
-    def limits(self) -> Limits:
+    def limits(self, message: Any) -> Limits:
+        """The time rules for one record, from the record alone: its timestamp (the broker's
+        append time where the topic is stamped so) and the rules an operator waived on it."""
         s = self.settings
-        return Limits(datetime.now(UTC), s.max_clock_skew, s.zone, s.late_horizon)
+        stamp = message.timestamp
+        now = datetime.fromtimestamp(stamp, UTC) if stamp else datetime.now(UTC)
+        return Limits(now, s.max_clock_skew, s.zone, None, waived_rules(message.headers))
 
     async def prepare(self, events: Sequence[EventT]) -> AsyncIterator[Prepared]:
         """Decode and validate, starting the DLQ sends; yields chunks of at most batch_charges
         charges, each decoded only when the caller asks for it, so that a take of large records
         never holds more than the chunk being decoded and the one committing. Nothing is
         durable yet (see `commit`)."""
-        limits = self.limits()
         current = Prepared(Batch(self.settings.zone))
         for event in events:
             message = event.message
-            # The verdicts that depend on "now" (clock skew, late horizon) use the record's own
-            # timestamp when it is earlier, so a replay months later reaches the same verdict.
-            record_time = datetime.fromtimestamp(message.timestamp, UTC) if message.timestamp else limits.now
-            decoded = decode_record(
-                message.value, message.key, replace(limits, now=min(limits.now, record_time))
-            )
-            for rejection in decoded.rejections:
-                current.deliveries.append(await self._dead_letter(message, rejection))
-                current.reasons.append(rejection.reason)
+            where = (message.partition, message.offset)
+            if where in self.skips:
+                decoded = Decoded(
+                    rejections=[Rejection("skipped", "skipped by an operator", None, message.value or b"")]
+                )
+            else:
+                decoded = decode_record(message.value, message.key, self.limits(message))
             fingerprint = (
                 record_fingerprint(message.key, message.value, message.timestamp)
                 if message.offset == 0
                 else None
             )
-            current.batch.add_record(
-                message.partition, message.offset, decoded.charges, decoded.positions, fingerprint
+            taken = current.batch.add_record(
+                message.partition,
+                message.offset,
+                decoded.charges,
+                decoded.positions,
+                fingerprint,
+                key=message.key,
+                value=message.value or b"",
+                accept_late="too_late" in waived_rules(message.headers),
             )
+            if taken:  # a record delivered twice in one take is dead-lettered once
+                for rejection in decoded.rejections:
+                    current.deliveries.append(await self._dead_letter(message, rejection))
+                    current.reasons.append(rejection.reason)
             current.events.append(event)
             if len(current.batch) >= self.settings.batch_charges:  # bounds the worker's memory
                 yield current
@@ -108,7 +124,7 @@ class Meter:
         crashpoints.reached("after_dlq_before_flush")
         started = time.monotonic()
         batch = chunk.batch
-        result = await self.sink.flush(batch)
+        result = await self._flush_isolating(batch)
         self.metrics.observe_flush(chunk.records, batch, result, time.monotonic() - started)
         self.stats["records"] += chunk.records
         self.stats["charges"] += result.charges
@@ -123,6 +139,81 @@ class Meter:
                 result.seconds,
                 extra={"partitions": sorted(batch.marks)},
             )
+
+    async def _flush_isolating(self, batch: Batch) -> FlushResult:
+        """Flush; when Postgres refuses a value, find the record to blame by halving the batch,
+        dead-letter it (reason `postgres_refused`) and commit the others, so no single record
+        can stop the worker."""
+
+        async def refuse(charges: list[PendingCharge]) -> None:
+            await self._refuse(
+                batch, charges, "too_late", "its day had been closed for the whole late horizon"
+            )
+
+        try:
+            return await self.sink.flush(batch, refuse)
+        except SinkDataError as exc:
+            records = sorted(batch.records)
+            if len(records) == 1:
+                partition, offset = records[0]
+                log.warning(
+                    "postgres refused a value of %s[%d]@%d (%s): dead-lettered",
+                    self.settings.charges_topic,
+                    partition,
+                    offset,
+                    exc,
+                )
+                await self._refuse(batch, None, "postgres_refused", str(exc))
+                return await self.sink.flush(
+                    batch.without({(r.partition, r.offset, r.position) for r in batch.rows}), refuse
+                )
+            half = len(records) // 2
+            first = await self._flush_isolating(batch.only(set(records[:half])))
+            second = await self._flush_isolating(batch.only(set(records[half:])))
+            return FlushResult.total([first, second])
+
+    async def _refuse(
+        self, batch: Batch, charges: list[PendingCharge] | None, reason: str, detail: str
+    ) -> None:
+        """Dead-letter charges decided at flush time (or a whole record), durably."""
+        letters = []
+        if charges is None:
+            [(partition, offset)] = batch.records
+            source = batch.records[(partition, offset)]
+            letters.append((partition, offset, None, source.key, source.value))
+        else:
+            for c in charges:
+                source = batch.records[(c.partition, c.offset)]
+                letters.append(
+                    (c.partition, c.offset, c.position, source.key, element_bytes(source.value, c.position))
+                )
+        sends = []
+        for partition, offset, index, key, payload in letters:
+            letter = dlq.make_dead_letter(
+                reason=reason,
+                detail=detail,
+                topic=self.settings.charges_topic,
+                partition=partition,
+                offset=offset,
+                index=index,
+                key=key,
+                payload=payload,
+            )
+            log.warning(
+                "rejected %s[%d]@%d%s: %s",
+                letter.topic,
+                partition,
+                offset,
+                "" if index is None else f" element {index}",
+                reason,
+                extra={"topic": letter.topic, "partition": partition, "offset": offset, "reason": reason},
+            )
+            self.dlq_by_reason[reason] = self.dlq_by_reason.get(reason, 0) + 1
+            sends.append(await self.dlq_topic.send(key=key, value=dlq.encode(letter)))
+        await asyncio.gather(*sends)
+        for _ in sends:
+            self.metrics.observe_dlq(reason)
+        self.stats["dlq"] += len(sends)
 
     async def _dead_letter(self, message: Any, rejection: Rejection) -> asyncio.Future[Any]:
         letter = dlq.make_dead_letter(
@@ -212,6 +303,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.task
     async def connect_sink() -> None:
         await sink.start()
+        meter.skips = await sink.skips()
 
     async def commit_then_ack(stream: faust.StreamT, chunk: Prepared) -> None:
         try:
@@ -247,19 +339,26 @@ def create_app(settings: Settings) -> faust.App:
             if committing is not None and not committing.done():
                 committing.cancel()
 
+    closer = DayCloser(settings, sink, LogEnds(settings))
+    app.billing_closer = closer  # type: ignore[attr-defined]
+
     @app.timer(interval=max(flush_seconds, 1.0))
     async def close_days() -> None:
         try:
-            await sink.close_days()
+            await closer.tick()
         except Exception as exc:
             _stop_worker(exc)
             raise
+
+    @app.timer(interval=max(flush_seconds, 1.0))
+    async def load_skips() -> None:
+        meter.skips = await sink.skips()
 
     @app.timer(interval=600.0)
     async def purge_dedup_keys() -> None:
         purged = await sink.purge_seen()
         if purged:
-            log.info("forgot %d event ids older than the dedup horizon", purged)
+            log.info("forgot %d idempotency keys older than the dedup horizon", purged)
 
     return app
 

@@ -203,6 +203,10 @@ class Settings(BaseSettings):
     pg_retry_max_backoff: Duration = Field(
         timedelta(seconds=10), description="longest wait between retries while Postgres is unreachable"
     )
+    pg_command_timeout: Duration = Field(
+        timedelta(seconds=30),
+        description="deadline of every Postgres statement; a stuck one is abandoned and retried on a new connection",
+    )
 
     @classmethod
     def settings_customise_sources(

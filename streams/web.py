@@ -65,7 +65,7 @@ class Readiness:
         return sorted(tp.partition for tp in assignment if tp.topic == self.topic)
 
     def state(self) -> tuple[bool, dict[str, Any]]:
-        postgres = self.sink.connected
+        postgres = self.sink.healthy
         body = {
             "ready": self.recovered and postgres,
             "assigned": self.recovered,

@@ -22,6 +22,7 @@ class Message:
     topic: str = "charges"
     key: bytes = b"acct-1"
     timestamp: float = field(default_factory=lambda: datetime.now(UTC).timestamp())
+    headers: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def value(self) -> bytes:
