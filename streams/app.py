@@ -349,6 +349,7 @@ def create_app(settings: Settings) -> faust.App:
         except Exception as exc:
             _stop_worker(exc)
             raise
+        metrics.set_unread(closer.lag, range(settings.partitions))
 
     @app.timer(interval=max(flush_seconds, 1.0))
     async def load_skips() -> None:

@@ -136,6 +136,7 @@ class PostgresSink:
         self._horizon_days = horizon_days(settings.late_horizon.total_seconds())
         self._legacy_ledger = True  # until a connection finds the pre-upgrade ledger empty
         self.failing_since: float | None = None  # monotonic time of the first failure in a row
+        self._busy_since: float | None = None  # monotonic start of the operation under way
 
     @property
     def connected(self) -> bool:
@@ -146,7 +147,14 @@ class PostgresSink:
     def healthy(self) -> bool:
         """Connected, and no write of this sink (or its lanes) is failing or stuck right now:
         what /ready reports."""
-        return self.connected and all(s.failing_since is None for s in (self, *self._lanes))
+        return self.connected and not any(s.troubled for s in (self, *self._lanes))
+
+    @property
+    def troubled(self) -> bool:
+        """Failing, or busy for longer than a statement may take (a frozen connection)."""
+        limit = self.settings.pg_command_timeout.total_seconds()
+        busy = self._busy_since is not None and time.monotonic() - self._busy_since > limit
+        return self.failing_since is not None or busy
 
     async def start(self) -> None:
         """Connect now (retrying while Postgres is unreachable) rather than at the first flush."""
@@ -360,39 +368,48 @@ class PostgresSink:
         return self._conn
 
     async def _run(self, operation: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """Run `operation` until it succeeds; transient failures wait and retry, others raise."""
+        """Run `operation` until it succeeds; transient failures wait and retry on a fresh
+        connection, others raise. A statement past its deadline counts as transient."""
         attempt = 0
         cap = self.settings.pg_retry_max_backoff.total_seconds()
         async with self._lock:
-            while True:
-                try:
-                    result = await operation(await self._connection())
-                    self.failing_since = None
-                    return result
-                except TRANSIENT as exc:
-                    attempt += 1
-                    if self.failing_since is None:
-                        self.failing_since = time.monotonic()
-                    await self._drop_connection()
-                    if self._stopped:
+            self._busy_since = time.monotonic()
+            try:
+                while True:
+                    try:
+                        result = await operation(await self._connection())
+                        self.failing_since = None
+                        return result
+                    except TRANSIENT as exc:
+                        attempt += 1
+                        if self.failing_since is None:
+                            self.failing_since = time.monotonic()
+                        await self._drop_connection()
+                        if self._stopped:
+                            raise
+                        delay = min(cap, 0.2 * 2 ** min(attempt, 10)) * (0.5 + random.random() / 2)
+                        log.warning(
+                            "postgres unavailable or not answering (%s, failing for %.0fs); retry %d in "
+                            "%.1fs on a new connection, holding the batch",
+                            type(exc).__name__,
+                            time.monotonic() - self.failing_since,
+                            attempt,
+                            delay,
+                        )
+                        if self._on_retry:
+                            self._on_retry(exc, attempt)
+                        await asyncio.sleep(delay)
+                    except (SinkFatalError, _TooLate):
                         raise
-                    delay = min(cap, 0.2 * 2 ** min(attempt, 10)) * (0.5 + random.random() / 2)
-                    log.warning(
-                        "postgres unavailable (%s); retry %d in %.1fs, holding the batch",
-                        type(exc).__name__,
-                        attempt,
-                        delay,
-                    )
-                    if self._on_retry:
-                        self._on_retry(exc, attempt)
-                    await asyncio.sleep(delay)
-                except (SinkFatalError, _TooLate):
-                    raise
-                except RECORD_ERRORS as exc:
-                    # The message may quote the value: it stays out of the log and the exception.
-                    raise SinkDataError(f"postgres refused a value: {type(exc).__name__}") from None
-                except asyncpg.PostgresError as exc:
-                    raise SinkFatalError(f"postgres rejected the write: {type(exc).__name__}: {exc}") from exc
+                    except RECORD_ERRORS as exc:
+                        # The message may quote the value: it stays out of the log and the exception.
+                        raise SinkDataError(f"postgres refused a value: {type(exc).__name__}") from None
+                    except asyncpg.PostgresError as exc:
+                        raise SinkFatalError(
+                            f"postgres rejected the write: {type(exc).__name__}: {exc}"
+                        ) from exc
+            finally:
+                self._busy_since = None
 
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
