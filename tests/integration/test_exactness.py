@@ -282,3 +282,44 @@ async def test_no_single_record_stops_the_worker(broker, database, tmp_path: Pat
         assert worker.alive
     finally:
         worker.stop()
+
+
+async def test_an_operator_can_skip_one_record_and_everything_else_stays_exact(
+    broker, database, tmp_path: Path
+):
+    env = pipeline_env(broker, database, tmp_path / "data")
+    topic = env["BILLING_CHARGES_TOPIC"]
+    await ensure_topics(settings_from(env))
+    now = datetime.now(UTC)
+    kept = charges("acme", 6, now, "kept")
+    unwanted = charge_dict("acme", "u", "openai", "completion", now, 999, 999, event_id="unwanted")
+    metas = await produce_raw(
+        broker, topic, [(b"acme", json.dumps(c).encode(), 2) for c in [*kept[:3], unwanted, *kept[3:]]]
+    )
+    where = f"{topic}:2:{metas[3].offset}"
+    skipped = subprocess.run(
+        [sys.executable, "-m", "streams", "dlq", "skip", where],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert skipped.returncode == 0, skipped.stderr
+    worker = WorkerProcess(env, tmp_path / "w.log").start()
+    try:
+        await wait_exact(database, kept, worker)
+        [letter] = [decode_letter(v) for v in await read_dlq(env, 1, timeout=30)]
+        assert (letter.reason, letter.partition, letter.offset) == ("skipped", 2, metas[3].offset)
+        assert json.loads(letter.payload)["event_id"] == "unwanted"
+    finally:
+        worker.stop()
+    again = subprocess.run(
+        [sys.executable, "-m", "streams", "dlq", "skip", where],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 1 and "applied already" in again.stderr
