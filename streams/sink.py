@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,10 +26,11 @@ from typing import TypeVar
 
 import asyncpg
 
-from streams import crashpoints, metrics_sql
+from streams import crashpoints, metrics_sql, pg
 from streams import sink_sql as sql
 from streams.aggregate import Batch
 from streams.config import Settings
+from streams.pg import RECORD_ERRORS, TRANSIENT
 from streams.settle import (
     Coordinates,
     PendingCharge,
@@ -45,23 +45,6 @@ from streams.settle import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Refuse = Callable[[list[PendingCharge]], Awaitable[None]]
-
-TRANSIENT = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.QueryCanceledError,
-)
-# SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation): Postgres refuses
-# a value, which only a record's content can bring into our statements.
-RECORD_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
 
 class SinkFatalError(RuntimeError):
@@ -353,13 +336,7 @@ class PostgresSink:
         if self._conn is None or self._conn.is_closed():
             # Every statement has a deadline: a connection that stops answering (packets dropped,
             # sockets open) fails the flush, which is retried on a fresh connection.
-            conn = await asyncpg.connect(
-                self.settings.dsn,
-                timeout=10,
-                command_timeout=self.settings.pg_command_timeout.total_seconds(),
-                server_settings={"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10"},
-            )
-            _keepalive(conn)
+            conn = await pg.connect(self.settings)
             # The bookkeeping rows every flush locks; cheap and idempotent, so on every connect.
             await conn.execute(sql.ENSURE_PARTITIONS, self.topic, self.settings.partitions)
             await conn.execute(sql.ENSURE_CALENDAR)
@@ -415,14 +392,3 @@ class PostgresSink:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.terminate()
-
-
-def _keepalive(conn: asyncpg.Connection) -> None:
-    """TCP keepalives on our side too, so a peer that vanished is noticed without traffic."""
-    transport = getattr(conn, "_transport", None)
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
-            if hasattr(socket, name):
-                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)

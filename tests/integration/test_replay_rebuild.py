@@ -410,7 +410,7 @@ async def _rows_match(database: str, expected: dict, days: tuple[date, ...]) -> 
 async def test_retention_check_warns_about_short_retention(broker, tmp_path):
     from aiokafka.admin import NewTopic
 
-    from streams.rebuild import check_retention
+    from streams.retention import check_retention
 
     env = pipeline_env(broker, "postgresql://unused/none", tmp_path / "data", partitions="1")
     settings = settings_from(env)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.app import Meter
 from streams.config import Settings
+from streams.meter import Meter
 
 
 @dataclass
