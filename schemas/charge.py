@@ -33,8 +33,12 @@ def _normalize_slug(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
-# No silent trimming: " alice" and "alice" would bill as two users. Surrounding space is refused.
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S(?:[\s\S]*\S)?$")]
+# No silent trimming: " alice" and "alice" would bill as two users. Surrounding space is refused,
+# and so are control characters (U+0000-U+001F, U+007F): Postgres refuses NUL in text, and an
+# identifier is printed in terminals and CSV files where control characters do harm.
+CONTROL_CHARACTERS = r"\x00-\x1f\x7f"
+IDENTIFIER_PATTERN = rf"^[^\s{CONTROL_CHARACTERS}](?:[^{CONTROL_CHARACTERS}]*[^\s{CONTROL_CHARACTERS}])?$"
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=IDENTIFIER_PATTERN)]
 Slug = Annotated[str, BeforeValidator(_normalize_slug), StringConstraints(pattern=SLUG_PATTERN)]
 Count = Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)]
 Note = Annotated[str, StringConstraints(max_length=512)]

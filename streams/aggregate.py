@@ -1,8 +1,9 @@
-"""What a worker gathers between two flushes, and the pure fold of charges into daily totals.
+"""What a worker gathers between two flushes: the accepted charges with where they were read.
 
-A `Batch` keeps one row per accepted charge with its source coordinates, because the sink
-needs both per charge: the event_id for dedup and the offset for the per-key fence. The sums are
-made inside the flush transaction (`streams.settle`), once the fences have been read under lock.
+A `Batch` keeps one `PendingCharge` per accepted charge with its source coordinates, because the
+sink needs both per charge: the idempotency key for dedup and the offset for the source's fence.
+The sums are made inside the flush transaction (`streams.settle`), once the fences are read
+under lock.
 """
 
 from __future__ import annotations
@@ -10,33 +11,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from itertools import count
 from zoneinfo import ZoneInfo
 
 from schemas.charge import Charge
+from streams.settle import PendingCharge, dedup_key
 from streams.windows import billing_date
-
-DailyKey = tuple[str, str, str, date, str]  # account_id, user_id, provider, date, charge_type
-
-# Column order of the rows a Batch hands to the sink (and to streams.settle).
-PENDING_COLUMNS = (
-    "event_id",
-    "partition",
-    "offset",
-    "position",
-    "account_id",
-    "user_id",
-    "provider",
-    "date",
-    "charge_type",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-)
-PendingRow = tuple[str, int, int, int, str, str, str, date, str, int, int, int, int, int]
 
 
 @dataclass(slots=True)
@@ -50,10 +31,19 @@ class PartitionMark:
 
 
 @dataclass(slots=True)
+class RecordSource:
+    """The bytes of one record, kept (by reference) for a dead letter decided at flush time."""
+
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(slots=True)
 class Batch:
     zone: ZoneInfo
-    rows: list[PendingRow] = field(default_factory=list)
+    rows: list[PendingCharge] = field(default_factory=list)
     marks: dict[int, PartitionMark] = field(default_factory=dict)
+    records: dict[tuple[int, int], RecordSource] = field(default_factory=dict)
 
     def add_record(
         self,
@@ -62,21 +52,33 @@ class Batch:
         charges: Iterable[Charge],
         positions: Iterable[int] | None = None,
         fingerprint: str | None = None,
-    ) -> None:
-        """Take the accepted charges of one Kafka record (possibly none) and their positions in it."""
+        *,
+        key: bytes | None = None,
+        value: bytes = b"",
+        accept_late: bool = False,
+    ) -> bool:
+        """Take the accepted charges of one Kafka record (possibly none) and their positions in it.
+
+        Returns False, taking nothing, for a record this batch already holds: a partition is
+        read in order, so an offset at or below the batch's highest one for the partition is a
+        re-delivery (a seek back after a rebalance) and must not count twice.
+        """
         mark = self.marks.get(partition)
         if mark is None:
             mark = self.marks[partition] = PartitionMark()
+        elif offset <= mark.max_offset:
+            return False
         if offset == 0:
             mark.first_record = fingerprint
-        if offset > mark.max_offset:
-            mark.max_offset = offset
+        mark.max_offset = offset
+        self.records[(partition, offset)] = RecordSource(key, value)
         zone = self.zone
         append = self.rows.append
         for position, c in zip(positions if positions is not None else count(), charges, strict=False):
+            total = c.total
             append(
-                (
-                    c.event_id,
+                PendingCharge(
+                    dedup_key(c.account_id, c.event_id),
                     partition,
                     offset,
                     position,
@@ -87,14 +89,41 @@ class Batch:
                     c.charge_type,
                     c.prompt_tokens,
                     c.completion_tokens,
-                    c.total,
+                    total,
                     c.cached_tokens,
                     c.reasoning_tokens,
+                    c.event_id,
+                    accept_late,
                 )
             )
             mark.charges += 1
             if mark.max_event_time is None or c.occurred_at > mark.max_event_time:
                 mark.max_event_time = c.occurred_at
+        return True
+
+    def without(self, refused: set[tuple[int, int, int]]) -> Batch:
+        """The same batch less the charges at `refused` coordinates (partition, offset, position);
+        their records still advance the fences, since their dead letters are durable."""
+        out = Batch(self.zone, marks=self.marks, records=self.records)
+        out.rows = [r for r in self.rows if (r.partition, r.offset, r.position) not in refused]
+        return out
+
+    def only(self, records: set[tuple[int, int]]) -> Batch:
+        """The charges of some records only, with marks that reach just as far: to find which
+        record of a batch Postgres refuses."""
+        out = Batch(self.zone)
+        for (partition, offset), source in self.records.items():
+            if (partition, offset) in records:
+                out.records[(partition, offset)] = source
+                mark = out.marks.setdefault(partition, PartitionMark())
+                mark.max_offset = max(mark.max_offset, offset)
+                original = self.marks[partition]
+                if offset == 0:
+                    mark.first_record = original.first_record
+        out.rows = [r for r in self.rows if (r.partition, r.offset) in records]
+        for r in out.rows:
+            out.marks[r.partition].charges += 1
+        return out
 
     def split(self, parts: int) -> list[Batch]:
         """At most `parts` batches of whole partitions, balanced by charges: partitions are
@@ -109,8 +138,10 @@ class Batch:
         out = [Batch(self.zone) for _ in loads]
         for partition, mark in self.marks.items():
             out[lane[partition]].marks[partition] = mark
+        for where, source in self.records.items():
+            out[lane[where[0]]].records[where] = source
         for row in self.rows:
-            out[lane[row[1]]].rows.append(row)
+            out[lane[row.partition]].rows.append(row)
         return out
 
     def __len__(self) -> int:
@@ -121,54 +152,7 @@ class Batch:
         return not self.marks
 
 
-@dataclass(slots=True)
-class Totals:
-    """The summable part of a daily billing record."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
-    charge_count: int = 0
-
-    def add(self, charge: Charge) -> None:
-        self.prompt_tokens += charge.prompt_tokens
-        self.completion_tokens += charge.completion_tokens
-        self.total_tokens += charge.total
-        self.cached_tokens += charge.cached_tokens
-        self.reasoning_tokens += charge.reasoning_tokens
-        self.charge_count += 1
-
-
-def daily_key(charge: Charge, zone: ZoneInfo) -> DailyKey:
-    """The tumbling-window key: the billing date is part of the key."""
-    return (
-        charge.account_id,
-        charge.user_id,
-        charge.provider,
-        billing_date(charge.occurred_at, zone),
-        charge.charge_type,
-    )
-
-
-def fold(charges: Iterable[Charge], zone: ZoneInfo) -> dict[DailyKey, Totals]:
-    """Daily totals of distinct charges (first event_id wins), e.g. for `billing rebuild`."""
-    seen: set[str] = set()
-    out: dict[DailyKey, Totals] = {}
-    for charge in charges:
-        if charge.event_id in seen:
-            continue
-        seen.add(charge.event_id)
-        key = daily_key(charge, zone)
-        totals = out.get(key)
-        if totals is None:
-            totals = out[key] = Totals()
-        totals.add(charge)
-    return out
-
-
-def record_fingerprint(key: bytes | None, value: bytes | None, timestamp: int | None) -> str:
+def record_fingerprint(key: bytes | None, value: bytes | None, timestamp: int | float | None) -> str:
     """Identifies one Kafka record across re-reads, so a recreated topic can be told apart."""
     digest = hashlib.sha256()
     for part in (key or b"", value or b"", str(timestamp).encode()):

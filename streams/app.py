@@ -14,144 +14,19 @@ import asyncio
 import logging
 import os
 import signal
-import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from faust.types import EventT
 
-from streams import crashpoints, dlq, web
-from streams.aggregate import Batch, record_fingerprint
+from streams import crashpoints, web
+from streams.closing import DayCloser, LogEnds
 from streams.config import Settings
-from streams.decode import Limits, Rejection, decode_record
 from streams.kafka import ssl_context
+from streams.meter import Meter, Prepared
 from streams.metrics import Metrics
 from streams.sink import PostgresSink
 
 log = logging.getLogger("streams.worker")
-
-
-@dataclass(slots=True)
-class Prepared:
-    """Decoded records waiting for their Postgres transaction, and the events to ack after it."""
-
-    batch: Batch
-    events: list[EventT] = field(default_factory=list)
-    deliveries: list[asyncio.Future[Any]] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
-
-    @property
-    def records(self) -> int:
-        return len(self.events)
-
-
-class Meter:
-    """Turns a list of Kafka events into DLQ records and one durable sink flush."""
-
-    def __init__(
-        self, settings: Settings, sink: PostgresSink, dlq_topic: Any, metrics: Metrics | None = None
-    ) -> None:
-        self.settings = settings
-        self.sink = sink
-        self.dlq_topic = dlq_topic
-        self.metrics = metrics or Metrics()
-        self.stats: dict[str, int] = {"records": 0, "charges": 0, "duplicates": 0, "dlq": 0}
-        self.dlq_by_reason: dict[str, int] = {}
-
-    def limits(self) -> Limits:
-        s = self.settings
-        return Limits(datetime.now(UTC), s.max_clock_skew, s.zone, s.late_horizon)
-
-    async def prepare(self, events: Sequence[EventT]) -> AsyncIterator[Prepared]:
-        """Decode and validate, starting the DLQ sends; yields chunks of at most batch_charges
-        charges, each decoded only when the caller asks for it, so that a take of large records
-        never holds more than the chunk being decoded and the one committing. Nothing is
-        durable yet (see `commit`)."""
-        limits = self.limits()
-        current = Prepared(Batch(self.settings.zone))
-        for event in events:
-            message = event.message
-            # The verdicts that depend on "now" (clock skew, late horizon) use the record's own
-            # timestamp when it is earlier, so a replay months later reaches the same verdict.
-            record_time = datetime.fromtimestamp(message.timestamp, UTC) if message.timestamp else limits.now
-            decoded = decode_record(
-                message.value, message.key, replace(limits, now=min(limits.now, record_time))
-            )
-            for rejection in decoded.rejections:
-                current.deliveries.append(await self._dead_letter(message, rejection))
-                current.reasons.append(rejection.reason)
-            fingerprint = (
-                record_fingerprint(message.key, message.value, message.timestamp)
-                if message.offset == 0
-                else None
-            )
-            current.batch.add_record(
-                message.partition, message.offset, decoded.charges, decoded.positions, fingerprint
-            )
-            current.events.append(event)
-            if len(current.batch) >= self.settings.batch_charges:  # bounds the worker's memory
-                yield current
-                current = Prepared(Batch(self.settings.zone))
-        if current.events:
-            yield current
-
-    async def commit(self, chunk: Prepared) -> None:
-        """Make one prepared chunk durable; returns once it is committed."""
-        if chunk.deliveries:
-            # The DLQ copy must be durable before its source offset may be acknowledged.
-            await asyncio.gather(*chunk.deliveries)
-        for reason in chunk.reasons:  # counted once durable, like the charges below
-            self.metrics.observe_dlq(reason)
-        crashpoints.reached("after_dlq_before_flush")
-        started = time.monotonic()
-        batch = chunk.batch
-        result = await self.sink.flush(batch)
-        self.metrics.observe_flush(chunk.records, batch, result, time.monotonic() - started)
-        self.stats["records"] += chunk.records
-        self.stats["charges"] += result.charges
-        self.stats["duplicates"] += result.duplicates
-        self.stats["dlq"] += len(chunk.deliveries)
-        if result.charges:
-            log.debug(
-                "flushed %d charges (%d duplicates) into %d rows in %.3fs",
-                result.charges,
-                result.duplicates,
-                result.rows_written,
-                result.seconds,
-                extra={"partitions": sorted(batch.marks)},
-            )
-
-    async def _dead_letter(self, message: Any, rejection: Rejection) -> asyncio.Future[Any]:
-        letter = dlq.make_dead_letter(
-            reason=rejection.reason,
-            detail=rejection.detail,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            index=rejection.index,
-            key=message.key,
-            payload=rejection.payload,
-        )
-        # Coordinates and reason only: the payload stays in the DLQ, never in the log.
-        log.warning(
-            "rejected %s[%d]@%d%s: %s",
-            message.topic,
-            message.partition,
-            message.offset,
-            "" if rejection.index is None else f" element {rejection.index}",
-            rejection.reason,
-            extra={
-                "topic": message.topic,
-                "partition": message.partition,
-                "offset": message.offset,
-                "reason": rejection.reason,
-            },
-        )
-        self.dlq_by_reason[rejection.reason] = self.dlq_by_reason.get(rejection.reason, 0) + 1
-        return await self.dlq_topic.send(key=message.key, value=dlq.encode(letter))
 
 
 def _stop_worker(reason: BaseException) -> None:
@@ -212,6 +87,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.task
     async def connect_sink() -> None:
         await sink.start()
+        meter.skips = await sink.skips()
 
     async def commit_then_ack(stream: faust.StreamT, chunk: Prepared) -> None:
         try:
@@ -247,19 +123,27 @@ def create_app(settings: Settings) -> faust.App:
             if committing is not None and not committing.done():
                 committing.cancel()
 
+    closer = DayCloser(settings, sink, LogEnds(settings))
+    app.billing_closer = closer  # type: ignore[attr-defined]
+
     @app.timer(interval=max(flush_seconds, 1.0))
     async def close_days() -> None:
         try:
-            await sink.close_days()
+            await closer.tick()
         except Exception as exc:
             _stop_worker(exc)
             raise
+        metrics.set_unread(closer.lag, range(settings.partitions))
+
+    @app.timer(interval=max(flush_seconds, 1.0))
+    async def load_skips() -> None:
+        meter.skips = await sink.skips()
 
     @app.timer(interval=600.0)
     async def purge_dedup_keys() -> None:
         purged = await sink.purge_seen()
         if purged:
-            log.info("forgot %d event ids older than the dedup horizon", purged)
+            log.info("forgot %d idempotency keys older than the dedup horizon", purged)
 
     return app
 

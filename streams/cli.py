@@ -62,8 +62,9 @@ def worker() -> None:
     """Run a metering worker (start several with the same BILLING_APP_ID to scale out).
 
     It consumes BILLING_CHARGES_TOPIC, sends bad records to BILLING_DLQ_TOPIC, keeps each day's
-    rows in daily_billing_records up to date every BILLING_FLUSH_INTERVAL and finalizes days
-    once the watermark passes their end plus BILLING_GRACE. Stop with Ctrl-C or SIGTERM.
+    rows in daily_billing_records up to date every BILLING_FLUSH_INTERVAL and finalizes a day once
+    its end plus BILLING_GRACE has passed and every partition is read to the end it had then.
+    Stop with Ctrl-C or SIGTERM.
     """
     from streams.worker import run_worker
 

@@ -1,6 +1,6 @@
 """Configuration from the environment (and an optional `.env` file).
 
-Every knob is a `BILLING_*` variable (DESIGN.md §6). Durations accept `90`, `500ms`, `2s`, `5m`,
+Every knob is a `BILLING_*` variable. Durations accept `90`, `500ms`, `2s`, `5m`,
 `1h`, `35d` so that an operator can write what they mean; they are stored as `timedelta`.
 Secrets are `SecretStr`, so they never show in a repr, a log line or an error message, and each
 may come from a file instead (`BILLING_<NAME>_FILE`, the Docker/Kubernetes secrets convention),
@@ -117,16 +117,21 @@ class Settings(BaseSettings):
 
     timezone: str = Field("UTC", description="IANA zone whose calendar dates are the billing dates")
     grace: Duration = Field(
-        timedelta(hours=1), description="how long past its end a day waits for stragglers"
+        timedelta(hours=1),
+        description="how long past its end a day waits; it closes once every partition is read to its end after that",
     )
+    # Kept so existing configurations stay valid: days close by reading each partition to its end,
+    # so a quiet partition never holds a day open and no idle timeout is needed.
     idle_timeout: Duration = Field(
-        timedelta(minutes=5), description="a partition quiet this long stops holding the watermark back"
+        timedelta(minutes=5),
+        description="no longer used (days close once every partition is read to its end)",
     )
     flush_interval: Duration = Field(
         timedelta(seconds=2), description="at most this far behind the stream are provisional rows"
     )
     late_horizon: Duration = Field(
-        timedelta(days=35), description="charges older than this go to the DLQ as `too_late`"
+        timedelta(days=35),
+        description="a charge whose day was closed this long (whole days) before it was read goes to the DLQ as `too_late`",
     )
     dedup_horizon: Duration = Field(
         timedelta(days=7), description="a re-sent event_id counts once within this horizon"
@@ -221,6 +226,10 @@ class Settings(BaseSettings):
     )
     pg_retry_max_backoff: Duration = Field(
         timedelta(seconds=10), description="longest wait between retries while Postgres is unreachable"
+    )
+    pg_command_timeout: Duration = Field(
+        timedelta(seconds=30),
+        description="deadline of every Postgres statement; a stuck one is abandoned and retried on a new connection",
     )
 
     @classmethod

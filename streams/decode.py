@@ -8,6 +8,7 @@ is each element validated alone, so one bad element costs its own charge, not it
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -15,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import TypeAdapter, ValidationError
 
-from schemas.charge import Charge
+from schemas.charge import CONTROL_CHARACTERS, Charge
 from streams.windows import billing_date
 
 MAX_CHARGE_BYTES = 64 * 1024
@@ -39,6 +40,7 @@ _REASONS = {
     "string_pattern_mismatch": "bad_slug",
     "string_too_short": "empty_field",
     "string_too_long": "field_too_long",
+    "string_unicode": "invalid_text",
     "model_type": "not_an_object",
     "model_attributes_type": "not_an_object",
 }
@@ -65,24 +67,49 @@ class Decoded:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The time rules of DESIGN §2/§3, resolved against one `now` so decoding stays pure."""
+    """The time rules, resolved against one `now` so decoding stays pure.
+
+    The worker passes the record's own timestamp as `now` (the broker's append time where the
+    topic is stamped so) and no late horizon: a verdict must depend on the record alone, so that
+    a replay and a rebuild reach it again, and the late horizon is judged by the sink from the
+    recorded day closures (`streams.settle`). A producer checks both against its own clock, as
+    advice before sending. `waived` holds the rules an operator lifted for a redriven record.
+    """
 
     now: datetime
     max_clock_skew: timedelta
     zone: ZoneInfo
-    late_horizon: timedelta
+    late_horizon: timedelta | None
+    waived: frozenset[str] = frozenset()
 
     @property
-    def oldest_date(self) -> date:
+    def oldest_date(self) -> date | None:
         """Charges billed on an earlier day are `too_late` (DLQ, for an operator to re-drive)."""
+        if self.late_horizon is None or "too_late" in self.waived:
+            return None
         return billing_date(self.now - self.late_horizon, self.zone)
+
+
+_IDENTIFIERS = frozenset({"event_id", "account_id", "user_id"})
+_CONTROL = re.compile(CONTROL_CHARACTERS.join("[]"))
+
+
+def _identifier_reason(error: ValidationError) -> str | None:
+    """An identifier refused by its pattern: say whether a control character or surrounding
+    space is to blame (the value itself is never echoed)."""
+    first = error.errors(include_url=False)[0]
+    loc = first["loc"]
+    if first["type"] != "string_pattern_mismatch" or not loc or loc[-1] not in _IDENTIFIERS:
+        return None
+    value = first.get("input")
+    return "control_character" if isinstance(value, str) and _CONTROL.search(value) else "surrounding_space"
 
 
 def classify(error: ValidationError) -> tuple[str, str]:
     """(reason, detail) for a pydantic error, without echoing the input values."""
     errors = error.errors(include_url=False, include_input=False)
     first = errors[0]
-    reason = _REASONS.get(first["type"], "invalid_charge")
+    reason = _identifier_reason(error) or _REASONS.get(first["type"], "invalid_charge")
     if first["type"] == "value_error":
         msg = str(first.get("msg", ""))
         if "total_tokens" in msg:
@@ -104,19 +131,31 @@ def _element_bytes(element: Any) -> bytes:
     return json.dumps(element, separators=(",", ":"), default=str).encode()
 
 
+def element_bytes(raw: bytes, position: int) -> bytes:
+    """The bytes of one charge of a record: the record itself for a single charge, else the
+    element at `position` of its array (for a dead letter decided after decoding)."""
+    if raw[:1] != b"[":
+        return raw
+    try:
+        return _element_bytes(json.loads(raw)[position])
+    except (ValueError, IndexError, TypeError, RecursionError):
+        return raw
+
+
 def _check_rules(charge: Charge, key: str | None, limits: Limits) -> tuple[str, str] | None:
     if key is not None and charge.account_id != key:
         return "key_mismatch", "account_id differs from the record key (the key must be the account_id)"
-    if charge.occurred_at - limits.now > limits.max_clock_skew:
+    if charge.occurred_at - limits.now > limits.max_clock_skew and "future_timestamp" not in limits.waived:
         return "future_timestamp", (
-            f"occurred_at is more than {limits.max_clock_skew} ahead of the worker clock"
+            f"occurred_at is more than {limits.max_clock_skew} ahead of the record's timestamp"
         )
     try:
         day = billing_date(charge.occurred_at, limits.zone)
     except OverflowError:
         return "bad_timestamp", "occurred_at is out of the representable range"
-    if day < limits.oldest_date:
-        return "too_late", f"billing date {day} is older than the late horizon ({limits.oldest_date})"
+    oldest = limits.oldest_date
+    if oldest is not None and day < oldest:
+        return "too_late", f"billing date {day} is older than the late horizon ({oldest})"
     return None
 
 

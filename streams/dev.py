@@ -27,7 +27,7 @@ from streams.embedded_postgres import (
     redact_url,
 )
 from streams.kafka import aiokafka_options
-from streams.rebuild import check_retention
+from streams.retention import check_retention
 
 T = TypeVar("T")
 

@@ -1,10 +1,10 @@
-"""`billing dlq`: count, show and re-drive the records the worker refused (DESIGN §2-§4).
+"""`billing dlq`: count, show and re-drive the records the worker refused.
 
-The DLQ is read to its end with `read_topic` (Tansu's end offsets under-report, §7) and held in
+The DLQ is read to its end with `read_topic` (the embedded broker's end offsets under-report) and held in
 memory: it is small next to the charges topic, and dedup by coordinates needs all of it anyway.
 The worker is at-least-once towards the DLQ (a crash or a replay refuses the same input again),
 so envelopes with the same (topic, partition, offset, index) are one refusal, handled once. A
-redrive sends the payload unchanged: the worker's event_id dedup is what makes repeating it safe.
+redrive sends the payload unchanged, once per letter (`streams.dead_letters` keeps the state).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from streams import dlq as envelope
 from streams.cli_common import read_settings
 from streams.config import Settings
 from streams.dlq import DeadLetter
+from streams.dlq_state import count_states, eligible, mark_redriven, resolve, skip
 from streams.kafka import aiokafka_options, idempotent_producer
 from streams.topic_reader import read_topic
 
@@ -133,8 +134,9 @@ def redrive_key(letter: DeadLetter) -> bytes | None:
     return account.encode() if isinstance(account, str) and account else None
 
 
-async def send(settings: Settings, chosen: list[tuple[DeadLetter, bytes]]) -> None:
+async def send(settings: Settings, chosen: list[tuple[DeadLetter, bytes]], waive: Iterable[str] = ()) -> None:
     """Send payloads as stored, each with its key, and wait until Kafka acknowledged all."""
+    headers = [(envelope.WAIVE_HEADER, ",".join(sorted(waive)).encode())] if waive else []
     idempotent = idempotent_producer(settings)
     producer = AIOKafkaProducer(**aiokafka_options(settings), acks="all", enable_idempotence=idempotent)
     topic = settings.charges_topic
@@ -145,7 +147,9 @@ async def send(settings: Settings, chosen: list[tuple[DeadLetter, bytes]]) -> No
             raise LookupError(f"topic {topic!r} does not exist")
         futures = []
         for x, key in chosen:
-            futures.append(await producer.send(topic, x.payload, key, headers=[(HEADER, where(x).encode())]))
+            futures.append(
+                await producer.send(topic, x.payload, key, headers=[(HEADER, where(x).encode()), *headers])
+            )
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -197,15 +201,19 @@ def list_(fmt: str) -> None:
     found = run(settings, scan(settings))
     counts, total = Counter(x.reason for x in found.letters), len(found.letters)
     dups = sum(found.copies.values()) - total
+    by_state = run(settings, count_states(settings, found.letters))
     if fmt == "json":
         body = {"topic": settings.dlq_topic, "records": total, "by_reason": dict(sorted(counts.items()))}
-        click.echo(json.dumps(body | {"duplicates": dups, "unreadable": found.unreadable}))
+        click.echo(
+            json.dumps(body | {"duplicates": dups, "unreadable": found.unreadable, "by_state": by_state})
+        )
         return
     table = Table("reason", Column("records", justify="right"), title=f"{settings.dlq_topic} by reason")
     for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         table.add_row(Text(reason), f"{n:,}")
     table.add_row("total", f"{total:,}", style="bold")
     Console().print(table)
+    click.echo(", ".join(f"{n:,} {state}" for state, n in by_state.items()))
     if dups or found.unreadable:
         click.echo(f"({dups} duplicate copies counted once, {found.unreadable} unreadable)")
 
@@ -245,22 +253,29 @@ def show(limit: int, fmt: str, payload_only: bool, **selection: Any) -> None:
 
 @dlq.command("redrive")
 @filters
-@click.option("--all", "all_", is_flag=True, help="Every record in the DLQ.")
+@click.option("--all", "all_", is_flag=True, help="Every open record in the DLQ.")
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; send nothing.")
-def redrive(all_: bool, dry_run: bool, **selection: Any) -> None:
+@click.option(
+    "--waive",
+    type=click.Choice(sorted(envelope.WAIVABLE)),
+    multiple=True,
+    help="Lift this rule for the records sent (travels with them: a replay or rebuild agrees).",
+)
+def redrive(all_: bool, dry_run: bool, waive: tuple[str, ...], **selection: Any) -> None:
     """Send selected records' payloads back to the charges topic, unchanged, with their key.
 
-    Safe to repeat: the worker's event_id dedup counts a charge once, so a record re-driven twice,
-    or one whose charge already counted, changes nothing. A record without a key gets its
-    payload's account_id; with neither it is skipped and reported (exit status 1). Payloads refused
-    for their content (invalid_json, total_mismatch...) are refused again as they are: fix them
-    with `billing dlq show --payload-only` and `billing produce FILE`.
+    Each letter is sent at most once (its state becomes `redriven`), and only while it is younger
+    than BILLING_DEDUP_HORIZON, so a charge can never bill twice: within the horizon the worker's
+    dedup counts an already counted charge once; past it, the dedup may have forgotten, so such
+    letters are refused (check the rows, then `billing dlq resolve` them). A record without a key
+    gets its payload's account_id; with neither it is skipped and reported (exit status 1).
+    Payloads refused for their content (invalid_json, total_mismatch...) are refused again as they
+    are: fix them with `billing dlq show --payload-only` and `billing produce FILE`.
 
     \b
     Examples:
-      BILLING_MAX_CLOCK_SKEW=1h billing worker    # first relax the rule (restart the workers)
-      billing dlq redrive --reason future_timestamp --dry-run
-      billing dlq redrive --reason future_timestamp
+      billing dlq redrive --reason future_timestamp --waive future_timestamp --dry-run
+      billing dlq redrive --reason too_late --waive too_late
       billing dlq redrive --partition 3 --offset 1042
       billing dlq redrive --all
     """
@@ -273,7 +288,8 @@ def redrive(all_: bool, dry_run: bool, **selection: Any) -> None:
         raise click.UsageError("select records with --reason, --partition [--offset] or --all")
     settings = read_settings()
     found = run(settings, scan(settings))
-    chosen = select(found.letters, **selection)
+    selected = select(found.letters, **selection)
+    chosen = run(settings, eligible(settings, selected))
     pairs = [(x, redrive_key(x)) for x in chosen]
     keyed, keyless = [(x, k) for x, k in pairs if k is not None], [x for x, k in pairs if k is None]
     for x in keyless:
@@ -284,10 +300,19 @@ def redrive(all_: bool, dry_run: bool, **selection: Any) -> None:
     if dry_run and keyed:
         print_letters([x for x, _ in keyed], title=f"would send to {settings.charges_topic}")
     elif keyed:
-        run(settings, send(settings, keyed), hint=" (some may have been sent; repeating a redrive is safe)")
+        run(
+            settings,
+            send(settings, keyed, waive),
+            hint=" (some may have been sent: they are still open, and a redrive within the dedup horizon is safe)",
+        )
+        run(settings, mark_redriven(settings, [x for x, _ in keyed]))
     verb = "dry run: would redrive" if dry_run else "redrove"
-    dups = sum(found.copies[x.coordinates] - 1 for x in chosen)
-    head = f"{verb} {len(keyed)} of {len(chosen)} selected records to {settings.charges_topic}"
+    dups = sum(found.copies[x.coordinates] - 1 for x in selected)
+    head = f"{verb} {len(keyed)} of {len(selected)} selected records to {settings.charges_topic}"
     click.echo(f"{head} (duplicate copies ignored: {dups}, skipped without a key: {len(keyless)})")
     if keyless:
         click.get_current_context().exit(1)
+
+
+dlq.add_command(skip)
+dlq.add_command(resolve)

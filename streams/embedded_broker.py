@@ -278,8 +278,11 @@ async def ensure_topics(settings: Settings, *, retention_ms: int | None = -1) ->
     produces (Tansu would auto-create them with 4).
 
     retention.ms defaults to -1 (keep forever) so that `rebuild` and late charges up to the
-    late horizon find their records; a broker that rejects the config gets the topic without
-    it. A topic that exists with another partition count raises TopicMismatchError.
+    late horizon find their records. The charges topic is stamped by the broker
+    (message.timestamp.type=LogAppendTime): the worker judges a charge "in the future" against
+    its record's timestamp, which then no producer clock can move (the embedded broker ignores
+    the setting and keeps the producer's time). A broker that rejects the configs gets the topic
+    without them. A topic that exists with another partition count raises TopicMismatchError.
     """
     names = list(dict.fromkeys([settings.charges_topic, settings.dlq_topic]))
     admin = AIOKafkaAdminClient(**aiokafka_options(settings), request_timeout_ms=10_000)
@@ -291,6 +294,8 @@ async def ensure_topics(settings: Settings, *, retention_ms: int | None = -1) ->
         created: set[str] = set()
         for name in names:
             configs = {"retention.ms": str(retention_ms)} if retention_ms is not None else {}
+            if name == settings.charges_topic:
+                configs["message.timestamp.type"] = "LogAppendTime"
             for attempt in (configs, {}) if configs else ({},):
                 topic = NewTopic(
                     name, settings.partitions, settings.replication_factor, topic_configs=attempt

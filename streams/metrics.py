@@ -103,6 +103,17 @@ class Metrics:
         self.closed_through = Gauge(
             "billing_closed_through_seconds", "end of the last final billing day, as unix time", registry=r
         )
+        self.oldest_open_day_age = Gauge(
+            "billing_oldest_open_day_age_seconds",
+            "how long ago the oldest day that is not final ended (0 while it has not ended)",
+            registry=r,
+        )
+        self.unread_before_close = Gauge(
+            "billing_unread_before_close",
+            "records of the partition still to apply before the next due day can close",
+            ["partition"],
+            registry=r,
+        )
         self._applied: dict[int, int] = {}
         self._event_time: dict[int, float] = {}
 
@@ -140,11 +151,19 @@ class Metrics:
         # Clamped: on Tansu the end offset under-reports (DESIGN §7) and can trail the position.
         self.lag.labels(str(partition)).set(max(0, end_offset - next_offset))
 
-    def set_days(self, open_days: int, final_until: float | None) -> None:
+    def set_days(self, open_days: int, final_until: float | None, now: float | None = None) -> None:
         """Open days, and the instant up to which every day is final (None: no day closed yet)."""
         self.open_days.set(open_days)
         if final_until is not None:
             self.closed_through.set(final_until)
+        if now is not None and final_until is not None:
+            # final_until is the end of the last closed day: the next day ends a day later.
+            self.oldest_open_day_age.set(max(0.0, now - (final_until + 86400)))
+
+    def set_unread(self, unread: dict[int, int], partitions: Iterable[int]) -> None:
+        """What each partition still has to apply before the due day can close (0: caught up)."""
+        for partition in partitions:
+            self.unread_before_close.labels(str(partition)).set(unread.get(partition, 0))
 
     def forget_partitions(self, partitions: Iterable[int]) -> None:
         """Drop the series of partitions this worker no longer owns (another worker reports them)."""

@@ -237,14 +237,29 @@ def _print_plans(plans: list[Any]) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Compute and report the changes, then roll back.")
 @click.option(
+    "--drop-source",
+    "drop_sources",
+    multiple=True,
+    type=int,
+    metavar="ID",
+    help="Drop the charges of this source (named by a refusal: a topic before a cut-over, or a "
+    "partition before the broker came back empty) from the rebuilt rows. Repeat for each.",
+)
+@click.option(
     "--progress/--no-progress", "show_progress", default=None, help="Progress bar (default: on a tty)."
 )
-def rebuild(first: datetime, last: datetime, dry_run: bool, show_progress: bool | None) -> None:
-    """Recompute billing days from the charges topic and replace exactly their rows."""
+def rebuild(
+    first: datetime, last: datetime, dry_run: bool, drop_sources: tuple[int, ...], show_progress: bool | None
+) -> None:
+    """Recompute billing days from the charges topic and replace exactly their rows.
+
+    Refuses, changing nothing, when rows of the range hold charges the topic no longer has
+    (it names the sources and their offsets); --drop-source says exactly what to drop.
+    """
     settings = load_settings()
     if show_progress is None:
         show_progress = sys.stderr.isatty()
-    result = _run(_rebuild(settings, first.date(), last.date(), dry_run, show_progress))
+    result = _run(_rebuild(settings, first.date(), last.date(), dry_run, show_progress, drop_sources))
     span = f"{first.date()}..{last.date()}" if first != last else str(first.date())
     click.echo(
         f"rebuilt {span} from {result.records:,} records ({result.charges:,} charges in range): "
@@ -253,7 +268,14 @@ def rebuild(first: datetime, last: datetime, dry_run: bool, show_progress: bool 
     )
 
 
-async def _rebuild(settings: Settings, first: date, last: date, dry_run: bool, show_progress: bool) -> Any:
+async def _rebuild(
+    settings: Settings,
+    first: date,
+    last: date,
+    dry_run: bool,
+    show_progress: bool,
+    drop: tuple[int, ...] = (),
+) -> Any:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -282,7 +304,7 @@ async def _rebuild(settings: Settings, first: date, last: date, dry_run: bool, s
             total = bar.tasks[task].total or 0
             bar.update(task, completed=records, total=max(total, records))  # Tansu under-reports ends
 
-        return await run_rebuild(settings, first, last, progress=advance, dry_run=dry_run)
+        return await run_rebuild(settings, first, last, progress=advance, dry_run=dry_run, drop_sources=drop)
 
 
 @click.group()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import faust
@@ -65,7 +66,7 @@ class Readiness:
         return sorted(tp.partition for tp in assignment if tp.topic == self.topic)
 
     def state(self) -> tuple[bool, dict[str, Any]]:
-        postgres = self.sink.connected
+        postgres = self.sink.healthy
         body = {
             "ready": self.recovered and postgres,
             "assigned": self.recovered,
@@ -149,4 +150,4 @@ async def _refresh_days(settings: Settings, sink: PostgresSink, metrics: Metrics
         log.warning("open days not refreshed: %s", type(exc).__name__)
         return
     final_until = day_end(closed, settings.zone).timestamp() if closed is not None else None
-    metrics.set_days(open_days, final_until)
+    metrics.set_days(open_days, final_until, time.time())

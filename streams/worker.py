@@ -18,7 +18,7 @@ def run_worker(settings: Settings) -> None:
 
     from streams.app import create_app
     from streams.embedded_broker import ensure_topics
-    from streams.rebuild import check_retention
+    from streams.retention import check_retention
 
     logs.configure(settings)  # until Faust installs the same configuration at start
     asyncio.run(ensure_topics(settings))

@@ -1,8 +1,8 @@
 """A TCP proxy the tests can cut and resume: "Postgres is unreachable" without stopping it.
 
-It can also hold traffic (`pause()`): bytes from clients are read but not forwarded, and
-`held` counts them, so a test can wait until a request is provably in flight and then cut,
-with no sleep deciding when "mid-request" is.
+Frozen, it reads but forwards nothing, and `held` counts the bytes clients sent meanwhile, so
+a test can wait until a request is provably in flight and then cut, with no sleep deciding
+when "mid-request" is.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._flowing = asyncio.Event()
         self._flowing.set()
-        self.held = 0  # bytes from clients read while paused
+        self.held = 0  # bytes from clients read while frozen
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
@@ -39,15 +39,15 @@ class TcpProxy:
         self._writers.clear()
 
     async def resume(self) -> None:
-        """Accept connections again and forward whatever flows (after `cut()` or `pause()`)."""
-        if self._server is None:
-            await self.start()
-        self._flowing.set()
+        await self.start()
 
-    def pause(self) -> None:
-        """Keep connections open but stop forwarding what clients send (a hung broker)."""
+    def freeze(self) -> None:
+        """Keep every socket open and forward nothing (packets dropped, peer silent)."""
         self.held = 0
         self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     async def stop(self) -> None:
         await self.cut()
@@ -65,7 +65,7 @@ class TcpProxy:
                 while data := await src.read(65536):
                     if upstream and not self._flowing.is_set():
                         self.held += len(data)
-                        await self._flowing.wait()
+                    await self._flowing.wait()
                     dst.write(data)
                     await dst.drain()
             dst.transport.abort()

@@ -153,7 +153,7 @@ async def test_broker_lost_mid_request_503_then_the_retry_counts_each_charge_onc
             warm, batch = good_charges(accounts, 1, now), good_charges(accounts, 25, now)
             async with httpx.AsyncClient(base_url=p.api.url, headers=bearer(key), timeout=120) as client:
                 assert (await client.post("/v1/charges", json=warm)).status_code == 202
-                proxy.pause()
+                proxy.freeze()
                 request = asyncio.create_task(client.post("/v1/charges", json=batch))
 
                 async def in_flight() -> bool:
@@ -166,6 +166,7 @@ async def test_broker_lost_mid_request_503_then_the_retry_counts_each_charge_onc
                 assert int(lost.headers["Retry-After"]) >= 1
                 assert lost.json()["event_ids"] == [c["event_id"] for c in batch]
                 await proxy.resume()
+                proxy.thaw()
                 retried = await post_until(client, "/v1/charges", 120, json=batch)
                 assert retried.status_code == 202, retried.text
                 tail = good_charges(accounts, 1, now)

@@ -78,11 +78,9 @@ ROWS = known_rows()
 
 async def insert(url: str, rows: list[dict[str, Any]]) -> None:
     columns, conn = list(rows[0]), await asyncpg.connect(url)
-    records = [(*(r[c] for c in columns), 0, i) for i, r in enumerate(rows)]
+    records = [tuple(r[c] for c in columns) for r in rows]
     try:
-        await conn.copy_records_to_table(
-            "daily_billing_records", records=records, columns=[*columns, "source_partition", "last_offset"]
-        )
+        await conn.copy_records_to_table("daily_billing_records", records=records, columns=columns)
     finally:
         await conn.close()
 

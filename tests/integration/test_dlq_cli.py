@@ -8,7 +8,10 @@ rule that refused it (BILLING_MAX_CLOCK_SKEW) was relaxed.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from streams.dlq_cli import dlq
 from streams.embedded_broker import ensure_topics
 from tests.api_support import billing_cli
 from tests.support import (
+    ROOT,
     WorkerProcess,
     charge_dict,
     encode_batch,
@@ -165,11 +169,15 @@ async def test_list_show_and_redrive_without_duplicates(broker: str, database: s
         counted_so_far += [keyless, *sentinels]
         await wait_for_rows(database, counted_so_far, worker)  # acct-d still counted once
 
-        # Relax the clock-skew rule, restart, re-drive the future charge twice: it counts once.
-        worker.stop()
-        worker = WorkerProcess(env, tmp_path / "worker.log", {"BILLING_MAX_CLOCK_SKEW": "1h"}).start()
-        for _ in range(2):
-            assert "redrove 1 of 1" in await redrive(env, "--reason", "future_timestamp")
+        # Lift the clock-skew rule for the future charge: it counts once; a second redrive of the
+        # same letter is refused (it could bill twice once the dedup horizon has passed).
+        assert "redrove 1 of 1" in await redrive(
+            env, "--reason", "future_timestamp", "--waive", "future_timestamp"
+        )
+        again = await billing_dlq(env, "redrive", "--reason", "future_timestamp")
+        assert "redrove 0 of 1" in again.output and "already redriven" in again.output
+        states = await counts(env)
+        assert states["by_state"]["redriven"] == 3
         sentinel = charge_dict("acct-f", "sentinel", "openai", "tool", now, 1, 1)
         await send(env, [sentinel])
         counted_so_far += [future, sentinel]
@@ -185,8 +193,8 @@ def future_day(charge: dict[str, Any]) -> Any:
     return datetime.fromisoformat(charge["occurred_at"]).astimezone(ZONE).date()
 
 
-async def test_errors_are_one_line(broker: str, tmp_path: Path) -> None:
-    env = pipeline_env(broker, "postgresql://unused@127.0.0.1:1/unused", tmp_path / "data")
+async def test_errors_are_one_line(broker: str, database: str, tmp_path: Path) -> None:
+    env = pipeline_env(broker, database, tmp_path / "data")
 
     missing = await billing_dlq(env, "list")
     assert missing.exit_code == 1 and "does not exist" in missing.output
@@ -222,3 +230,83 @@ async def test_errors_are_one_line(broker: str, tmp_path: Path) -> None:
     assert skipped.exit_code == 1 and "redrove 0 of 1" in skipped.output and "skipped" in skipped.output
     shown = await billing_dlq(env, "show", "--format", "jsonl")
     assert json.loads(shown.stdout)["payload_b64"] == "/yBub3QganNvbg=="
+
+
+async def test_a_redrive_never_bills_twice_and_a_waived_rule_survives_replay_and_rebuild(
+    broker: str, database: str, tmp_path: Path
+) -> None:
+    env = pipeline_env(broker, database, tmp_path / "data", grace="1s", late_horizon="1d")
+    topic = env["BILLING_CHARGES_TOPIC"]
+    await ensure_topics(settings_from(env))
+    now = datetime.now(UTC)
+    on_time = [charge_dict("acct-w", "u", "openai", "completion", now - timedelta(days=1), 5, 5)]
+    await send(env, on_time)
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        await wait_for_rows(database, on_time, worker)
+
+        async def yesterday_closed() -> bool:
+            return all(r["finalized_at"] is not None for r in (await fetch_rows(database)).values())
+
+        await wait_until(yesterday_closed, 60, "yesterday closed", on_timeout=worker.log_tail)
+        ancient = charge_dict("acct-w", "u", "openai", "completion", now - timedelta(days=3), 7, 7)
+        await send(env, [ancient])
+        await wait_until(lambda: _reasons_are(env, {"too_late": 1}), 60, "the too_late letter")
+        assert "redrove 1 of 1" in await redrive(env, "--reason", "too_late", "--waive", "too_late")
+        await wait_for_rows(database, [*on_time, ancient], worker)
+        again = await billing_dlq(env, "redrive", "--reason", "too_late", "--waive", "too_late")
+        assert "redrove 0 of 1" in again.output and "already redriven" in again.output
+
+        # A letter refused longer ago than the dedup horizon is never sent again: its charge may
+        # have counted since (here it did), and the ledger may have forgotten it.
+        stale = envelope.make_dead_letter(
+            reason="future_timestamp",
+            detail="test",
+            topic=topic,
+            partition=0,
+            offset=999_999,
+            index=None,
+            key=b"acct-w",
+            payload=encode_batch(on_time),
+            now=now - timedelta(days=30),
+        )
+        await produce_raw(broker, env["BILLING_DLQ_TOPIC"], [(b"acct-w", envelope.encode(stale), None)])
+        refused = await billing_dlq(env, "redrive", "--reason", "future_timestamp")
+        assert "redrove 0 of 1" in refused.output and "BILLING_DEDUP_HORIZON" in refused.output
+    finally:
+        worker.stop()
+    truth = ground_truth([*on_time, ancient], ZONE)
+    day_from, day_to = (now - timedelta(days=3)).date().isoformat(), now.date().isoformat()
+    rebuilt = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "streams", "rebuild", "--from", day_from, "--to", day_to, "--no-progress"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert not mismatches(truth, await fetch_rows(database))  # the waived charge stays accepted
+    replayed = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "streams", "replay", "--to-offsets", "all:earliest"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    sentinel = charge_dict("acct-s", "u", "openai", "completion", now, 1, 1)
+    await send(env, [sentinel])
+    worker = WorkerProcess(env, tmp_path / "worker2.log").start()
+    try:
+        await wait_for_rows(database, [*on_time, ancient, sentinel], worker)
+    finally:
+        worker.stop()
+
+
+async def _reasons_are(env: dict[str, str], wanted: dict[str, int]) -> bool:
+    result = await billing_dlq(env, "list", "--format", "json")
+    return result.exit_code == 0 and json.loads(result.stdout)["by_reason"] == wanted

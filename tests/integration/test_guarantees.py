@@ -1,4 +1,4 @@
-"""Issue 4: the guarantees of DESIGN §4, each with a test that fails when the guarantee breaks."""
+"""The guarantees the README promises, each with a test that fails when the guarantee breaks."""
 
 from __future__ import annotations
 
@@ -117,10 +117,10 @@ async def test_resent_event_counts_once_across_records_and_inside_one(broker, da
 async def test_late_charge_revises_final_row_and_too_late_goes_to_dlq(broker, database, tmp_path: Path):
     now = datetime.now(UTC)
     midnight = datetime.combine(now.date(), datetime.min.time(), UTC)
-    # Yesterday stays open until the watermark passes midnight + grace = now + 20 s; the wall
-    # clock would close it only at now + 20 s + 10 min, so the watermark must do it.
+    # Yesterday stays open until its end + grace = now + 20 s has passed and the worker has read
+    # everything the topic held by then.
     grace = int((now - midnight).total_seconds()) + 20
-    env = pipeline_env(broker, database, tmp_path / "data", grace=f"{grace}s", idle_timeout="10m")
+    env = pipeline_env(broker, database, tmp_path / "data", grace=f"{grace}s")
     await ensure_topics(settings_from(env))
     bootstrap, topic = env["BILLING_KAFKA_BOOTSTRAP"], env["BILLING_CHARGES_TOPIC"]
     yesterday = now - timedelta(days=1)
@@ -133,7 +133,7 @@ async def test_late_charge_revises_final_row_and_too_late_goes_to_dlq(broker, da
         row = (await fetch_rows(database))[key]
         assert row["finalized_at"] is None and row["revision"] == 0
 
-        # Event time moves past yesterday's end + grace on this account's partition: day closes.
+        # A charge stamped ahead does not close the day early: only the end + grace does.
         ahead = charge_dict("late", "u0", "openai", "completion", now + timedelta(seconds=60), 1, 1)
         await produce_raw(bootstrap, topic, [(b"late", encode_batch([ahead]), None)])
         await wait_until(lambda: _final(database, key), 60, "yesterday final", on_timeout=worker.log_tail)

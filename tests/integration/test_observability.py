@@ -68,7 +68,12 @@ async def test_metrics_ready_and_json_logs(broker, database, tmp_path: Path) -> 
     user, rest = database.split("://", 1)[1].split("@", 1)
     proxied = f"postgresql://{user}:{DB_PASSWORD}@127.0.0.1:{proxy.port}/{rest.split('/', 1)[1]}"
     env = pipeline_env(
-        broker, proxied, tmp_path / "data", log_format="json", kafka_sasl_password=SASL_PASSWORD
+        broker,
+        proxied,
+        tmp_path / "data",
+        log_format="json",
+        kafka_sasl_password=SASL_PASSWORD,
+        pg_command_timeout="3s",
     )
     await ensure_topics(settings_from(env))
     base = f"http://127.0.0.1:{env['BILLING_WEB_PORT']}"
@@ -163,6 +168,25 @@ async def test_metrics_ready_and_json_logs(broker, database, tmp_path: Path) -> 
         assert http(f"{base}/health")[0] == 200
         await proxy.resume()
         await wait_until(lambda: _status_is(f"{base}/ready", 200), 60, "/ready 200 again")
+
+        # Postgres stops answering with its sockets open (packets dropped): no hang. The stuck
+        # statement passes its deadline, /ready goes 503, and when it thaws the flushes resume.
+        proxy.freeze()
+        frozen = [charge_dict(f"obs-frozen-{i}", "u", "openai", "completion", now, 3, 3) for i in range(5)]
+        await produce_raw(
+            env["BILLING_KAFKA_BOOTSTRAP"],
+            env["BILLING_CHARGES_TOPIC"],
+            [(c["account_id"].encode(), encode_batch([c]), None) for c in frozen],
+        )
+        await wait_until(lambda: _status_is(f"{base}/ready", 503), 30, "/ready 503 while Postgres is frozen")
+        proxy.thaw()
+        await wait_until(lambda: _status_is(f"{base}/ready", 200), 60, "/ready 200 after the thaw")
+        everything = ground_truth(valid + late + frozen, ZoneInfo("UTC"))
+
+        async def thawed_exact() -> bool:
+            return not mismatches(everything, await fetch_rows(database, {k[0] for k in everything}))
+
+        await wait_until(thawed_exact, 60, "frozen charges flushed", on_timeout=worker.log_tail)
 
         missing = dashboard_metric_names() - scrape_names(http(f"{base}/metrics")[1])
         assert not missing, f"the dashboard queries metrics no worker exports: {sorted(missing)}"

@@ -14,7 +14,6 @@ import os
 import uuid
 from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,11 +22,11 @@ import pytest
 from click.testing import CliRunner
 
 from streams.config import get_settings
+from streams.migrate import migrate as apply_migrations
 from streams.totals import GROUP_COLUMNS, METRICS, TotalsQuery, fetch_totals, to_csv, to_json, totals
 
 pytestmark = pytest.mark.integration
 
-MIGRATION = Path(__file__).resolve().parents[2] / "schemas" / "migrations" / "001_initial.sql"
 D1, D2, D3 = date(2026, 11, 20), date(2026, 11, 21), date(2026, 11, 22)
 G = 10**9
 KEY = ("account_id", "user_id", "provider", "date", "charge_type")
@@ -66,14 +65,14 @@ async def _create(name: str, migrate: bool) -> None:
         return
     conn = await asyncpg.connect(with_db(name))
     try:
-        await conn.execute(MIGRATION.read_text())
+        await apply_migrations(conn)
         await conn.executemany(
             """INSERT INTO daily_billing_records (account_id, user_id, provider, date, charge_type,
                    prompt_tokens, completion_tokens, total_tokens, cached_tokens, reasoning_tokens,
-                   charge_count, late_charge_count, finalized_at, source_partition, last_offset)
+                   charge_count, late_charge_count, finalized_at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                       CASE WHEN $13::bool THEN now() END, 0, $14)""",
-            [(*r, i) for i, r in enumerate(DATA)],
+                       CASE WHEN $13::bool THEN now() END)""",
+            DATA,
         )
     finally:
         await conn.close()

@@ -1,4 +1,4 @@
-"""Issue 3: day boundaries in a DST zone, and an idle partition that must not hold a day open."""
+"""Day boundaries in a DST zone, and closing days only when nothing on-time can still be waiting."""
 
 from __future__ import annotations
 
@@ -68,53 +68,67 @@ async def test_new_york_25_hour_day_of_2026_11_01(broker, database, tmp_path: Pa
         worker.stop()
 
 
-async def _yesterday_final(database: str, key: tuple) -> bool:
-    row = (await fetch_rows(database)).get(key)
-    return row is not None and row["finalized_at"] is not None
-
-
-async def test_idle_partition_stops_holding_the_day_open(broker, database, tmp_path: Path):
-    now = datetime.now(UTC)
-    midnight = datetime.combine(now.date(), datetime.min.time(), UTC)
-    # Yesterday closes by watermark once event time passes midnight + grace = now + 120 s, by
-    # the wall clock only at now + 120 s + idle. Partition 1 runs ahead (now + 180 s, inside the
-    # clock-skew limit); partition 0 lags at yesterday noon and holds the watermark back.
-    grace = int((now - midnight).total_seconds()) + 120
-    env = pipeline_env(broker, database, tmp_path / "data", grace=f"{grace}s", idle_timeout="6s")
-    await ensure_topics(settings_from(env))
-    bootstrap, topic = env["BILLING_KAFKA_BOOTSTRAP"], env["BILLING_CHARGES_TOPIC"]
-    yesterday_noon = midnight - timedelta(hours=12)
-    key = ("lagging", "u", "openai", yesterday_noon.date(), "completion")
-    worker = WorkerProcess(env, tmp_path / "worker.log").start()
-
-    async def keep_ahead_active() -> None:
-        while True:
-            ahead = charge_dict("ahead", "u", "openai", "completion", now + timedelta(seconds=180), 1, 1)
-            await produce_raw(bootstrap, topic, [(b"ahead", encode_batch([ahead]), 1)])
-            await asyncio.sleep(1)
-
-    ahead_task = asyncio.create_task(keep_ahead_active())
+async def _standing(database: str, topic: str) -> tuple[object, dict[int, int]]:
+    conn = await asyncpg.connect(database)
     try:
-        # Keep partition 0 active with yesterday's charges: the day must stay open meanwhile.
-        stop_at = time.monotonic() + 15
-        while time.monotonic() < stop_at:
-            lag = charge_dict("lagging", "u", "openai", "completion", yesterday_noon, 1, 1)
-            await produce_raw(bootstrap, topic, [(b"lagging", encode_batch([lag]), 0)])
-            await asyncio.sleep(1)
-            assert not await _yesterday_final(database, key), "an active lagging partition must hold the day"
-        assert key in await fetch_rows(database)
-        # Partition 0 goes quiet: after the idle timeout it no longer holds the watermark.
-        started = time.monotonic()
-        await wait_until(
-            lambda: _yesterday_final(database, key), 60, "idle partition released", on_timeout=worker.log_tail
+        closed = await conn.fetchval("SELECT closed_through FROM billing_calendar")
+        rows = await conn.fetch(
+            "SELECT partition, applied_offset FROM billing_partitions WHERE topic = $1", topic
         )
-        assert time.monotonic() - started < 60
-        conn = await asyncpg.connect(database)
-        try:
-            closed = await conn.fetchval("SELECT closed_through FROM billing_state WHERE topic = $1", topic)
-        finally:
-            await conn.close()
-        assert closed == yesterday_noon.date()
+        return closed, {r[0]: r[1] for r in rows}
     finally:
-        ahead_task.cancel()
+        await conn.close()
+
+
+async def test_a_backlog_after_downtime_is_never_late_and_a_lagging_partition_holds_the_days_open(
+    broker, database, tmp_path: Path
+):
+    """Seven days of history reach the topic while no worker runs (downtime, or a backfill into a
+    new installation). The worker closes the past days only once it has read every partition to
+    the end it observed after the days had ended: a partition with unread records holds them open,
+    however far the others are, and no charge of the backlog is late or revises a row."""
+    env = pipeline_env(broker, database, tmp_path / "data", grace="1s", batch_records="200")
+    topic = env["BILLING_CHARGES_TOPIC"]
+    await ensure_topics(settings_from(env))
+    now = datetime.now(UTC)
+    produced = [
+        charge_dict(
+            f"acct{i % 7}" if i < 5000 else "light",
+            "u",
+            "openai",
+            "completion",
+            now - timedelta(days=1 + i % 7, minutes=i % 600),
+            3,
+            2,
+        )
+        for i in range(6000)
+    ]
+    # one partition gets a long backlog of single-charge records, the others a few batch records
+    heavy = [(c["account_id"].encode(), encode_batch([c]), 3) for c in produced[:5000]]
+    light = [
+        (produced[i]["account_id"].encode(), encode_batch(produced[i : i + 50]), 1 + (i // 50) % 2)
+        for i in range(5000, 6000, 50)
+    ]
+    metas = await produce_raw(env["BILLING_KAFKA_BOOTSTRAP"], topic, light + heavy)
+    end_of_heavy = max(m.offset for m in metas if m.partition == 3) + 1
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        deadline = time.monotonic() + 180
+        while True:  # watch the closing while the backlog drains
+            closed, applied = await _standing(database, topic)
+            if closed is not None:
+                assert applied.get(3, -1) + 1 >= end_of_heavy, "a day closed over unread records"
+                break
+            assert time.monotonic() < deadline, worker.log_tail()
+            await asyncio.sleep(0.2)
+        expected = ground_truth(produced, ZoneInfo("UTC"))
+        await wait_until(
+            lambda: rows_match(database, expected), 60, "backlog rows", on_timeout=worker.log_tail
+        )
+        rows = await fetch_rows(database)
+        assert closed == (now - timedelta(days=1)).date()
+        assert all(r["finalized_at"] is not None for r in rows.values())
+        assert sum(r["late_charge_count"] for r in rows.values()) == 0
+        assert sum(r["revision"] for r in rows.values()) == 0
+    finally:
         worker.stop()

@@ -107,8 +107,13 @@ def test_arbitrary_json_never_raises(doc, key):
 # --- valid charges ---------------------------------------------------------------------------------
 
 
+CONTROL = "".join(map(chr, [*range(0x20), 0x7F]))
+_identifier_chars = st.characters(blacklist_categories=("Cs",), blacklist_characters=CONTROL)
+
+
 def stripped_text(max_size: int) -> st.SearchStrategy[str]:
-    return st.text(min_size=1, max_size=max_size).map(str.strip).filter(bool)
+    """A valid identifier: no surrounding space, no control character."""
+    return st.text(_identifier_chars, min_size=1, max_size=max_size).map(str.strip).filter(bool)
 
 
 _SLUG_HEAD = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -272,3 +277,27 @@ def test_damaged_batches_account_for_every_element(data):
     rejected = {r.index for r in out.rejections}
     kept = [e for i, e in enumerate(elements) if i not in rejected]
     assert out.charges == [Charge.model_validate(e) for e in kept]
+
+
+@FUZZ
+@given(
+    field=st.sampled_from(["event_id", "account_id", "user_id"]),
+    head=stripped_text(20),
+    control=st.sampled_from(CONTROL),
+    tail=stripped_text(20),
+)
+def test_a_control_character_in_an_identifier_is_refused_with_its_own_reason(field, head, control, tail):
+    body = {
+        "event_id": "e1",
+        "occurred_at": NOW.isoformat(),
+        "account_id": "acme",
+        "user_id": "u",
+        "provider": "openai",
+        "charge_type": "completion",
+        "prompt_tokens": 1,
+        "completion_tokens": 1,
+    }
+    body[field] = head + control + tail
+    out = decode_record(json.dumps(body).encode(), body["account_id"].encode(), LIMITS)
+    assert [r.reason for r in out.rejections] == ["control_character"] and out.charges == []
+    assert (head + control + tail) not in out.rejections[0].detail  # the value is never echoed

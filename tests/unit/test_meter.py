@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.app import Meter
 from streams.config import Settings
+from streams.meter import Meter
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Message:
     topic: str = "charges"
     key: bytes = b"acct-1"
     timestamp: float = field(default_factory=lambda: datetime.now(UTC).timestamp())
+    headers: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def value(self) -> bytes:

@@ -7,6 +7,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -155,10 +156,14 @@ async def test_answer_check_accepts_right_answers_and_rejects_tansu_style_ones()
 # --- the rebuild's fold ------------------------------------------------------------------------
 
 
-def record(partition: int, offset: int, stamp: datetime, charges: list[dict], key: str = "a1"):
+def record(
+    partition: int, offset: int, stamp: datetime, charges: list[dict], key: str = "a1", headers: Any = ()
+) -> SimpleNamespace:
     value = json.dumps(charges if len(charges) > 1 else charges[0]).encode()
     ms = int(stamp.timestamp() * 1000)
-    return SimpleNamespace(partition=partition, offset=offset, timestamp=ms, key=key.encode(), value=value)
+    return SimpleNamespace(
+        partition=partition, offset=offset, timestamp=ms, key=key.encode(), value=value, headers=headers
+    )
 
 
 def charge(event_id: str, when: datetime, prompt: int = 10, user: str = "u1") -> dict:
@@ -174,30 +179,27 @@ def charge(event_id: str, when: datetime, prompt: int = 10, user: str = "u1") ->
     }
 
 
-def test_collector_dedups_by_first_coordinates_keeps_the_range_and_judges_lateness():
+def test_collector_judges_each_record_by_its_own_timestamp_and_waived_rules():
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    day = date(2026, 9, 1)
     at = datetime(2026, 9, 1, 12, tzinfo=UTC)
-    collector = _Collector(settings, day, day)
-    later = at + timedelta(days=60)  # today this day would be too late; at arrival it was not
+    collector = _Collector(settings)
+    ahead = at + timedelta(hours=1)  # an hour ahead of the record's timestamp: future
     for r in [
         record(0, 0, at, [charge("e1", at, 10), charge("e1", at, 10)]),  # same id twice in a record
-        record(0, 1, at, [charge("e2", at - timedelta(days=1), 99)]),  # another day
-        record(0, 2, at, [charge("e3", at, 20, user="u2")]),
-        record(0, 3, at + timedelta(days=2), [charge("e4", at, 40)]),  # late: after the closure
-        record(0, 4, later, [charge("e1", at, 10)]),  # a re-send: a duplicate
-        record(0, 5, later, [charge("e5", at, 80)]),  # too_late at its arrival: rejected
-        record(0, 6, at, [charge("e6", at + timedelta(hours=1), 5, user="bad")], key="other"),  # key mismatch
+        record(0, 1, at, [charge("e2", ahead, 99)]),
+        record(0, 2, ahead, [charge("e3", ahead, 20)]),  # the same time, stamped later: fine
+        record(0, 3, at, [charge("e6", at, 5)], key="other"),  # key mismatch
+        record(1, 0, at, [charge("e7", ahead, 7)], headers=[("billing-waive", b"future_timestamp")]),
     ]:
         collector.add(r, None)
-    rows = collector.rows({0: [(day, 2)]})  # the day closed when partition 0 had applied offset 2
-    u1 = rows[("a1", "u1", "openai", day, "completion")]
-    assert u1.counts == [50, 2, 52, 0, 0, 2, 1]  # e1 + e4; e4 late
-    assert (u1.partition, u1.last_offset) == (0, 3)
-    u2 = rows[("a1", "u2", "openai", day, "completion")]
-    assert u2.counts == [20, 1, 21, 0, 0, 1, 0] and u2.last_offset == 2
-    assert set(rows) == {("a1", "u1", "openai", day, "completion"), ("a1", "u2", "openai", day, "completion")}
-    assert collector.records == 7 and collector.ends[0] == 7
+    assert [(c.partition, c.offset, c.position, c.event_id) for c in collector.batch.rows] == [
+        (0, 0, 0, "e1"),
+        (0, 0, 1, "e1"),
+        (0, 2, 0, "e3"),
+        (1, 0, 0, "e7"),
+    ]
+    assert collector.records == 5 and collector.ends == {0: 4, 1: 1}
+    assert set(collector.first_records) == {0, 1}
 
 
 def test_rebuild_refuses_when_retention_deleted_records_of_the_range():
@@ -206,9 +208,9 @@ def test_rebuild_refuses_when_retention_deleted_records_of_the_range():
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     day = date(2026, 9, 10)
     start_ms = int(datetime(2026, 9, 10, tzinfo=UTC).timestamp() * 1000)
-    collector = _Collector(settings, day, day)
+    collector = _Collector(settings)
     collector.oldest = {0: (0, start_ms + 3_600_000), 1: (500, start_ms - 3_600_000)}
-    _refuse_if_trimmed(settings, collector)  # nothing deleted on 0; only older records on 1
+    _refuse_if_trimmed(settings, collector, day)  # nothing deleted on 0; only older records on 1
     collector.oldest[2] = (120, start_ms - 60_000)  # deleted records may hold charges of the day
     with pytest.raises(ValueError, match="partition 2 of charges keeps records only from offset 120"):
-        _refuse_if_trimmed(settings, collector)
+        _refuse_if_trimmed(settings, collector, day)
