@@ -4,8 +4,8 @@ Why the answer waits for Kafka: a 202 promises that every accepted charge is on 
 (acks=all), so a client may forget it; the worker then counts it exactly once. When Kafka does
 not acknowledge within BILLING_API_DELIVERY_TIMEOUT the answer is 503 with Retry-After and the
 event_ids of the accepted charges: some may have reached Kafka anyway, so the client resends
-the same charges with those event_ids, and the worker's event_id dedup (BILLING_DEDUP_HORIZON)
-counts each once. That is the whole idempotency story: a retried request counts once because
+the same charges with those event_ids, and the worker's dedup by (account_id, event_id), within
+BILLING_DEDUP_HORIZON, counts each once. That is the whole idempotency story: a retried request counts once because
 its charges carry the same event_ids, whether the client chose them or copied them from a 503.
 """
 
