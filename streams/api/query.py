@@ -1,7 +1,7 @@
 """`GET /v1/usage` (windowed, grouped usage) and `GET /v1/usage/changes` (the invoice feed).
 
 A window is `final` when every one of its days within [from, to] is closed (the worker's
-billing_state), so its numbers change only by late charges, which are counted apart.
+calendar, billing_calendar), so its numbers change only by late charges, which are counted apart.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from streams.api.auth import Caller, readable_accounts, reader
 from streams.api.errors import AUTH_RESPONSES, ApiError, ErrorBody, retry_after
 from streams.api.usage_models import ChangedRow, ChangesPage, Group, Usage, UsagePage, UsageWindow
 from streams.api.usage_sql import (
-    CLOSED_SQL,
     DIMENSIONS,
     HORIZON_SQL,
     UsageQuery,
@@ -27,6 +26,7 @@ from streams.api.usage_sql import (
     build_changes_sql,
     build_usage_sql,
 )
+from streams.sink_sql import READ_CLOSED
 from streams.totals import GROUP_COLUMNS, METRICS, parse_group_by
 
 router = APIRouter()
@@ -83,7 +83,7 @@ async def _usage_page(request: Request, q: UsageQuery) -> UsagePage:
     service = request.app.state.service
     sql, params = build_usage_sql(q)
     rows = await _fetch(request, sql, *params)
-    closed = (await _fetch(request, CLOSED_SQL, service.settings.charges_topic) or [None])[0]
+    closed = (await _fetch(request, READ_CLOSED) or [None])[0]  # the worker's own query of the calendar
     closed_through = closed["closed_through"] if closed is not None else None
     data = []
     for row in rows[: q.limit]:

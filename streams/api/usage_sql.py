@@ -48,7 +48,6 @@ SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity
                      WHERE datname = current_database() AND pid <> pg_backend_pid()
                        AND xact_start IS NOT NULL))
 """
-CLOSED_SQL = "SELECT closed_through FROM billing_state WHERE topic = $1"
 
 
 @dataclass(frozen=True)
