@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -91,6 +92,22 @@ class Service:
             await self.pool.close()
 
 
+def _without_fastapi_422(schema: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI documents a 422 HTTPValidationError on every route with parameters; this API
+    answers bad parameters with 400 and an ErrorBody (documented per route), so a generated
+    client must not expect the other shape."""
+    fastapi_422 = "#/components/schemas/HTTPValidationError"
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            answer = operation.get("responses", {}).get("422", {})
+            if fastapi_422 in json.dumps(answer):
+                del operation["responses"]["422"]
+    if fastapi_422 not in json.dumps(schema["paths"]):
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema["components"]["schemas"].pop(name, None)
+    return schema
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The ASGI app; `uvicorn.run(create_app(settings))` serves it."""
     service = Service(settings, ApiMetrics())
@@ -126,7 +143,7 @@ def create_app(settings: Settings) -> FastAPI:
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )
             schema.setdefault("components", {}).setdefault("schemas", {}).update(ingest.component_schemas())
-            app.openapi_schema = schema
+            app.openapi_schema = _without_fastapi_422(schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -174,6 +174,9 @@ def test_the_served_schema_documents_every_route() -> None:
     assert "CloudEvent" in schema["components"]["schemas"]
     body = schema["paths"]["/v1/charges"]["post"]["requestBody"]["content"]
     assert {"application/json", "application/x-ndjson"} <= set(body)
+    assert "HTTPValidationError" not in str(schema)  # bad parameters are a 400 ErrorBody here
+    for operations in schema["paths"].values():
+        assert all("400" in op["responses"] and "401" in op["responses"] for op in operations.values())
 
 
 async def test_the_guard_refuses_beyond_the_concurrency_limit_but_never_health() -> None:
