@@ -42,6 +42,7 @@ class HttpResult:
     latencies: list[float]
     offered: float
     errors: int
+    server_p99: float  # upper bound of the server's own histogram bucket holding its p99
 
     def pct(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -131,6 +132,28 @@ async def _latency(
     return latencies, errors + len(pending)
 
 
+async def _server_buckets(session: aiohttp.ClientSession, base: str) -> dict[float, float]:
+    """Cumulative counts of the server's latency histogram for /v1/charges, by upper bound."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with session.get(f"{base}/metrics") as response:
+        text = await response.text()
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith("_bucket") and sample.labels.get("route") == "/v1/charges":
+                out[float(sample.labels["le"])] = sample.value
+    return out
+
+
+def _bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The smallest bucket bound under which a fraction `q` of the requests in between fell."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    return next((b for b, c in zip(bounds, counts, strict=True) if total and c >= q * total), float("nan"))
+
+
 async def http_front_door(
     bench: Bench, topic: str, charges: list[Charge], rate: int, seconds: float
 ) -> HttpResult:
@@ -143,9 +166,11 @@ async def http_front_door(
         async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
             await _ingest(session, url, charges[:1000])  # warm-up: connections, metadata, caches
             took, errors = await _ingest(session, url, charges)
+            before = await _server_buckets(session, server.url)
             latencies, late_errors = await _latency(session, url, charges[0], rate, seconds)
+            server_p99 = _bucket_quantile(before, await _server_buckets(session, server.url), 0.99)
     finally:
         server.stop()
     if errors or not latencies:
         raise BenchError(f"http: {errors} ingest requests not answered 202; see {server.log_path}")
-    return HttpResult(len(charges) / took, took, latencies, rate, late_errors)
+    return HttpResult(len(charges) / took, took, latencies, rate, late_errors, server_p99)
