@@ -4,26 +4,77 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from typing import Any
 
 import click
 
+from streams import errors
 from streams.cli_common import load_settings
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class BillingGroup(click.Group):
+    """The root command: whatever a subcommand did not handle ends as one line with the exit
+    code of its cause (see streams.errors), unless --debug asks for the traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.Abort):
+            raise
+        except click.ClickException as exc:
+            if errors.debug_enabled():
+                errors.print_cause(exc)
+            raise
+        except Exception as exc:
+            if errors.debug_enabled():
+                raise
+            settings = _settings_or_none()
+            secrets = tuple(settings.secret_values()) if settings else ()
+            failure = errors.translate(exc, settings) or errors.Failure(
+                f"unexpected error: {errors.reason(exc, secrets)} (run again with --debug for the traceback)"
+            )
+            raise failure from exc
+
+
+def _settings_or_none() -> Any:
+    from streams.config import get_settings
+
+    try:
+        return get_settings()
+    except ValueError:
+        return None
+
+
+def _debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:  # the same switch as BILLING_LOG_LEVEL=debug, also for a worker this starts
+        os.environ["BILLING_LOG_LEVEL"] = "debug"
+
+
+@click.group(cls=BillingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="billing-streams")
+@click.option(
+    "--debug",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_debug,
+    help="Show tracebacks and debug logs (as BILLING_LOG_LEVEL=debug).",
+)
 def main() -> None:
     """billing-streams: LLM usage charges on Kafka -> exact daily billing records in Postgres.
 
     Configure with BILLING_* environment variables (or a .env file); see the README.
     Start here: `billing dev up`, `billing migrate`, `billing worker`, `billing produce`,
-    `billing totals`. `billing demo` runs all of it once on this machine.
+    `billing totals`. `billing demo` runs all of it once on this machine. A failure is one line
+    with a next step and an exit code of docs/operations.md; --debug shows the traceback.
     """
     from streams import logs
     from streams.config import get_settings
 
     try:
-        logs.configure(get_settings(), level="WARNING")  # honours BILLING_LOG_FORMAT=json
+        level = None if errors.debug_enabled() else "WARNING"
+        logs.configure(get_settings(), level=level)  # honours BILLING_LOG_FORMAT=json
     except ValueError:  # bad configuration: the command itself reports it in one line
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -41,8 +92,8 @@ def migrate() -> None:
     async def go() -> tuple[list[str], int]:
         try:
             conn = await asyncpg.connect(settings.dsn, timeout=10)
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise click.ClickException(f"cannot reach Postgres: {type(exc).__name__}") from None
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise errors.postgres_failure(exc, settings.dsn) from exc
         try:
             applied = await run_migrations(conn)
             return [f"{m.version:03d}_{m.name}" for m in applied], await current_version(conn)
@@ -63,6 +114,7 @@ def worker() -> None:
     It consumes BILLING_CHARGES_TOPIC, sends bad records to BILLING_DLQ_TOPIC, keeps each day's
     rows in daily_billing_records up to date every BILLING_FLUSH_INTERVAL and finalizes days
     once the watermark passes their end plus BILLING_GRACE. Stop with Ctrl-C or SIGTERM.
+    It checks first that the broker answers and the database is migrated (exit 4 or 5 if not).
     """
     from streams.worker import run_worker
 

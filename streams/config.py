@@ -252,19 +252,11 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every secret this process knows, for the log redactor (never for output)."""
-        values = [s.get_secret_value() for s in (self.kafka_sasl_password, self.kafka_ssl_key_password) if s]
-        password = _url_password(self.dsn)
-        return [v for v in (*values, password) if v]
+        from streams.redaction import url_secrets
 
-
-def _url_password(url: str) -> str | None:
-    from urllib.parse import unquote, urlsplit
-
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return None
-    return unquote(password) if password else None
+        fields = (self.kafka_sasl_password, self.kafka_ssl_key_password, self.dashboard_token)
+        values = [s.get_secret_value() for s in fields if s]
+        return [v for v in (*values, *url_secrets(self.dsn)) if v]
 
 
 @lru_cache(maxsize=1)
