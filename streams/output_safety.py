@@ -65,9 +65,10 @@ def escape_controls(text: str, keep: str = "") -> str:
     )
 
 
-def plain(value: Any) -> Text:
-    """A stored value for a rich table or line: literal text (no markup), controls escaped."""
-    return Text(escape_controls(str(value)))
+def plain(value: Any, **options: Any) -> Text:
+    """A stored value for a rich table or line: literal text (no markup), controls escaped;
+    `options` go to rich's Text (e.g. overflow="fold")."""
+    return Text(escape_controls(str(value)), **options)
 
 
 def console(stderr: bool = False) -> Console:

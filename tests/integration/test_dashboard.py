@@ -317,6 +317,9 @@ async def _get(http: aiohttp.ClientSession, url: str, **kw: Any) -> tuple[int, A
         ("by=model", "by: 'model' is not one of provider, charge_type"),
         ("metric=cost", "metric: 'cost' is not one of"),
         ("from=2026-11-01&from=2026-11-02", "from may be given once"),
+        ("account=acme%00", "holds a NUL byte"),
+        ("user=%00", "holds a NUL byte"),
+        ("user=%ED%A0%80", "unknown user"),  # aiohttp reads bad UTF-8 as U+FFFD: a 400, never a 500
     ],
 )
 async def test_bad_parameters_get_a_clear_400(loaded: str, query: str, message: str) -> None:
@@ -414,4 +417,4 @@ async def test_command_serves_on_loopback_with_env_settings(loaded: str) -> None
         sys.executable, "-c", code, env=env, cwd=ROOT, stderr=asyncio.subprocess.PIPE
     )
     _, err = await asyncio.wait_for(bad.communicate(), 20)
-    assert bad.returncode == 1 and b"bad configuration BILLING_DASHBOARD_PORT" in err
+    assert bad.returncode == 2 and b"bad configuration BILLING_DASHBOARD_PORT" in err
