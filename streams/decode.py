@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from pydantic import TypeAdapter, ValidationError
 
 from schemas.charge import Charge
+from streams.json_input import JsonInputError, load_json
 from streams.windows import billing_date
 
 MAX_CHARGE_BYTES = 64 * 1024
@@ -160,10 +161,9 @@ def decode_record(value: bytes | None, key: bytes | None, limits: Limits) -> Dec
         out.positions = list(range(len(fast)))
         return out
     try:
-        parsed = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
-        out.rejections.append(Rejection("invalid_json", detail, None, raw))
+        parsed = load_json(raw)
+    except JsonInputError as exc:
+        out.rejections.append(Rejection(exc.reason, exc.detail, None, raw))
         return out
 
     if isinstance(parsed, dict):

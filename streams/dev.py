@@ -23,8 +23,8 @@ from streams.embedded_postgres import EmbeddedPostgres, PostgresError, postgres_
 from streams.errors import Failure, one_line
 from streams.kafka import aiokafka_options
 from streams.output_safety import console, plain
-from streams.redaction import redact_url
 from streams.rebuild import check_retention
+from streams.redaction import redact_url
 
 T = TypeVar("T")
 

@@ -28,7 +28,8 @@ from streams import dlq as envelope
 from streams.cli_common import read_settings
 from streams.config import Settings
 from streams.dlq import DeadLetter
-from streams.errors import broker_unreachable, reason
+from streams.errors import broker_unreachable
+from streams.errors import reason as why_failed
 from streams.kafka import aiokafka_options, idempotent_producer
 from streams.output_safety import console, echo_data, escape_controls, plain
 from streams.topic_reader import read_topic
@@ -84,7 +85,9 @@ def run(settings: Settings, work: Coroutine[Any, Any, T], hint: str = "") -> T:
         failure.message += hint
         raise failure from exc
     except (KafkaError, OSError) as exc:
-        raise click.ClickException(f"Kafka at {settings.kafka_bootstrap}: {reason(exc)[:200]}{hint}") from exc
+        raise click.ClickException(
+            f"Kafka at {settings.kafka_bootstrap}: {why_failed(exc)[:200]}{hint}"
+        ) from exc
     except LookupError as exc:
         if type(exc) is not LookupError:  # KeyError/IndexError are bugs, not a missing topic
             raise
@@ -207,7 +210,9 @@ def list_(fmt: str) -> None:
         body = {"topic": settings.dlq_topic, "records": total, "by_reason": dict(sorted(counts.items()))}
         click.echo(json.dumps(body | {"duplicates": dups, "unreadable": found.unreadable}))
         return
-    table = Table("reason", Column("records", justify="right"), title=plain(f"{settings.dlq_topic} by reason"))
+    table = Table(
+        "reason", Column("records", justify="right"), title=plain(f"{settings.dlq_topic} by reason")
+    )
     for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         table.add_row(plain(reason), f"{n:,}")
     table.add_row("total", f"{total:,}", style="bold")
@@ -286,7 +291,10 @@ def redrive(all_: bool, dry_run: bool, **selection: Any) -> None:
         click.echo(f"skipped {where(x)}: no key and no account_id in the payload", err=True)
     if stuck := Counter(x.reason for x, _ in keyed if x.reason not in CURABLE):
         listed = ", ".join(f"{r}: {n}" for r, n in sorted(stuck.items()))
-        click.echo(f"note: refused for their content, these will be refused again ({escape_controls(listed)})", err=True)
+        click.echo(
+            f"note: refused for their content, these will be refused again ({escape_controls(listed)})",
+            err=True,
+        )
     if dry_run and keyed:
         print_letters([x for x, _ in keyed], title=f"would send to {settings.charges_topic}")
     elif keyed:
