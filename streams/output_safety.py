@@ -42,9 +42,10 @@ def csv_cell(value: Any) -> Any:
 
 
 def to_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """CSV text (`\\n` line ends) with every text cell neutralised by `csv_cell`."""
+    """CSV text with every text cell neutralised by `csv_cell`. Lines end in CRLF (RFC 4180):
+    then a CR or LF inside an id is quoted, so it cannot end a row early."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow([csv_cell(h) for h in header])
     writer.writerows([csv_cell(v) for v in row] for row in rows)
     return out.getvalue()
@@ -83,4 +84,4 @@ def echo_data(text: str, err: bool = False, nl: bool = True) -> None:
     """Print machine-readable output (CSV, JSON lines, payloads) as it is to a pipe or file, and
     with control characters escaped when it reaches a terminal."""
     stream: TextIO = sys.stderr if err else sys.stdout
-    click.echo(escape_controls(text, keep="\n") if stream.isatty() else text, err=err, nl=nl)
+    click.echo(escape_controls(text, keep="\r\n") if stream.isatty() else text, err=err, nl=nl)
