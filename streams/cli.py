@@ -24,17 +24,21 @@ class BillingGroup(click.Group):
             raise
         except click.ClickException as exc:
             if errors.debug_enabled():
-                errors.print_cause(exc)
+                errors.print_cause(exc, _secrets(_settings_or_none()))
             raise
         except Exception as exc:
-            if errors.debug_enabled():
-                raise
             settings = _settings_or_none()
-            secrets = tuple(settings.secret_values()) if settings else ()
+            if errors.debug_enabled():
+                errors.print_traceback(exc, _secrets(settings))
             failure = errors.translate(exc, settings) or errors.Failure(
-                f"unexpected error: {errors.reason(exc, secrets)} (run again with --debug for the traceback)"
+                f"unexpected error: {errors.reason(exc, _secrets(settings))}"
+                " (run again with --debug for the traceback)"
             )
             raise failure from exc
+
+
+def _secrets(settings: Any) -> tuple[str, ...]:
+    return tuple(settings.secret_values()) if settings is not None else ()
 
 
 def _settings_or_none() -> Any:

@@ -118,8 +118,13 @@ def translate(exc: Exception, settings: Any = None) -> click.ClickException | No
     return None
 
 
-def print_cause(exc: BaseException) -> None:
+def print_traceback(exc: BaseException, secrets: tuple[str, ...] = ()) -> None:
+    """With --debug: the traceback, through the same redaction as the logs."""
+    click.echo(redact_text("".join(traceback.format_exception(exc)).rstrip(), secrets), err=True)
+
+
+def print_cause(exc: BaseException, secrets: tuple[str, ...] = ()) -> None:
     """With --debug: the traceback a one-line failure stands for (its cause or context)."""
     cause = exc.__cause__ or exc.__context__
     if cause is not None:
-        click.echo("".join(traceback.format_exception(cause)).rstrip(), err=True)
+        print_traceback(cause, secrets)
