@@ -86,18 +86,13 @@ def main() -> None:
 @main.command()
 def migrate() -> None:
     """Create or upgrade the Postgres schema (versioned, idempotent, safe to run concurrently)."""
-    import asyncpg
-
     from streams.migrate import current_version
     from streams.migrate import migrate as run_migrations
 
     settings = load_settings()
 
     async def go() -> tuple[list[str], int]:
-        try:
-            conn = await asyncpg.connect(settings.dsn, timeout=10)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise errors.postgres_failure(exc, settings.dsn) from exc
+        conn = await errors.connect(settings.dsn)
         try:
             applied = await run_migrations(conn)
             return [f"{m.version:03d}_{m.name}" for m in applied], await current_version(conn)

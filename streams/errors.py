@@ -97,6 +97,16 @@ def postgres_failure(exc: BaseException, dsn: str) -> Failure:
     return Failure(f"Postgres at {target}: {reason(exc, secrets)}")
 
 
+async def connect(dsn: str) -> Any:
+    """An asyncpg connection to `dsn`, or the one-line failure saying why not (exit 4 or 5)."""
+    import asyncpg
+
+    try:
+        return await asyncpg.connect(dsn, timeout=10)
+    except (OSError, TimeoutError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise postgres_failure(exc, dsn) from exc
+
+
 def translate(exc: Exception, settings: Any = None) -> click.ClickException | None:
     """The one-line failure for an exception no command handled, or None for a bug."""
     import asyncpg

@@ -209,10 +209,7 @@ def _parse_day(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 
 async def _run(dsn: str, q: TotalsQuery) -> list[dict[str, Any]]:
-    try:
-        conn = await asyncpg.connect(dsn, timeout=10)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as e:
-        raise errors.postgres_failure(e, dsn) from e
+    conn = await errors.connect(dsn)
     try:
         return await fetch_totals(conn, q)
     except asyncpg.PostgresError as e:

@@ -17,15 +17,10 @@ async def preflight(settings: Settings) -> None:
     """Refuse to start, in one line with its exit code, when Postgres or the broker is away or
     the schema is older than this code: inside Faust each would be a long traceback and a crash
     that a supervisor restarts forever."""
-    import asyncpg
-
     from streams.embedded_broker import BrokerUnreachableError, ensure_topics
     from streams.migrate import available_migrations, current_version
 
-    try:
-        conn = await asyncpg.connect(settings.dsn, timeout=10)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise errors.postgres_failure(exc, settings.dsn) from exc
+    conn = await errors.connect(settings.dsn)
     try:
         version = await current_version(conn)
     finally:

@@ -26,20 +26,9 @@ def demo_databases(output: str) -> set[str]:
 
 
 async def run_demo(env: dict[str, str]) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "streams",
-        "demo",
-        "--charges",
-        "1500",
-        "--accounts",
-        "6",
-        env=env,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    command = [sys.executable, "-m", "streams", "demo", "--charges", "1500", "--accounts", "6"]
+    pipe, merged = asyncio.subprocess.PIPE, asyncio.subprocess.STDOUT
+    proc = await asyncio.create_subprocess_exec(*command, env=env, cwd=ROOT, stdout=pipe, stderr=merged)
     out, _ = await asyncio.wait_for(proc.communicate(), 400)
     assert proc.returncode is not None
     return proc.returncode, out.decode()
