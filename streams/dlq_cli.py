@@ -25,11 +25,10 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from rich.table import Column, Table
 
 from streams import dlq as envelope
+from streams import errors
 from streams.cli_common import read_settings
 from streams.config import Settings
 from streams.dlq import DeadLetter
-from streams.errors import broker_unreachable
-from streams.errors import reason as why_failed
 from streams.kafka import aiokafka_options, idempotent_producer
 from streams.output_safety import console, echo_data, escape_controls, plain
 from streams.topic_reader import read_topic
@@ -51,10 +50,10 @@ class Scan:
 
 
 def where(x: DeadLetter) -> str:
-    """`topic[partition]@offset` (+ `#index` for a batch element), as in the worker's log; the
-    topic comes from the envelope, so its control characters are escaped."""
-    spot = f"{x.topic}[{x.partition}]@{x.offset}" + ("" if x.index is None else f"#{x.index}")
-    return escape_controls(spot)
+    """`topic[partition]@offset` (+ `#index` for a batch element), as in the worker's log (escaped)."""
+    return escape_controls(
+        f"{x.topic}[{x.partition}]@{x.offset}" + ("" if x.index is None else f"#{x.index}")
+    )
 
 
 async def scan(settings: Settings) -> Scan:
@@ -75,18 +74,17 @@ async def scan(settings: Settings) -> Scan:
 
 
 def run(settings: Settings, work: Coroutine[Any, Any, T], hint: str = "") -> T:
-    """Run `work`; an absent topic or a Kafka failure becomes a one-line error (exit 1; 4 when
-    no broker answers)."""
+    """Run `work`; an absent topic or a Kafka failure is a one-line error (exit 1; 4: no broker)."""
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # it logs each refused connect
     try:
         return asyncio.run(work)
     except (KafkaConnectionError, ConnectionError) as exc:
-        failure = broker_unreachable(settings.kafka_bootstrap)
+        failure = errors.broker_unreachable(settings.kafka_bootstrap)
         failure.message += hint
         raise failure from exc
     except (KafkaError, OSError) as exc:
         raise click.ClickException(
-            f"Kafka at {settings.kafka_bootstrap}: {why_failed(exc)[:200]}{hint}"
+            f"Kafka at {settings.kafka_bootstrap}: {errors.reason(exc)[:200]}{hint}"
         ) from exc
     except LookupError as exc:
         if type(exc) is not LookupError:  # KeyError/IndexError are bugs, not a missing topic
@@ -160,10 +158,9 @@ async def send(settings: Settings, chosen: list[tuple[DeadLetter, bytes]]) -> No
 
 
 def print_letters(letters: list[DeadLetter], title: str | None = None) -> None:
-    """A table of letters; every cell is literal text (no rich markup, controls escaped): the
-    key, the detail and the payload came from whoever wrote to the topics."""
+    """A table of letters, every cell literal text (no markup, controls escaped): they are hostile."""
     nowrap = (Column("coordinates", no_wrap=True), Column("reason", no_wrap=True))
-    table = Table(*nowrap, "detail", "key", "payload", title=None if title is None else plain(title))
+    table = Table(*nowrap, "detail", "key", "payload", title=title and plain(title))
     for x in letters:
         cells = (where(x), x.reason, x.detail, x.key or "-", preview(x.payload))
         table.add_row(*(plain(c, overflow="fold") for c in cells))
@@ -210,9 +207,8 @@ def list_(fmt: str) -> None:
         body = {"topic": settings.dlq_topic, "records": total, "by_reason": dict(sorted(counts.items()))}
         click.echo(json.dumps(body | {"duplicates": dups, "unreadable": found.unreadable}))
         return
-    table = Table(
-        "reason", Column("records", justify="right"), title=plain(f"{settings.dlq_topic} by reason")
-    )
+    heading = plain(f"{settings.dlq_topic} by reason")
+    table = Table("reason", Column("records", justify="right"), title=heading)
     for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         table.add_row(plain(reason), f"{n:,}")
     table.add_row("total", f"{total:,}", style="bold")
@@ -290,11 +286,8 @@ def redrive(all_: bool, dry_run: bool, **selection: Any) -> None:
     for x in keyless:
         click.echo(f"skipped {where(x)}: no key and no account_id in the payload", err=True)
     if stuck := Counter(x.reason for x, _ in keyed if x.reason not in CURABLE):
-        listed = ", ".join(f"{r}: {n}" for r, n in sorted(stuck.items()))
-        click.echo(
-            f"note: refused for their content, these will be refused again ({escape_controls(listed)})",
-            err=True,
-        )
+        listed = escape_controls(", ".join(f"{r}: {n}" for r, n in sorted(stuck.items())))
+        click.echo(f"note: refused for their content, these will be refused again ({listed})", err=True)
     if dry_run and keyed:
         print_letters([x for x, _ in keyed], title=f"would send to {settings.charges_topic}")
     elif keyed:

@@ -116,13 +116,9 @@ class _LineFeed:
 
 
 def parse_line(raw: bytes, settings: Settings, now: datetime | None = None) -> Charge:
-    """One input line -> a Charge, or ValueError with a one-line `reason: detail` (no values).
-
-    The rules are the worker's, applied by the worker's own code: the line is read as the worker
-    reads record bytes (streams.json_input), and the charge it becomes is run through the
-    worker's decoder (streams.decode) as the record it will be sent in, so a charge the worker
-    would refuse (too_late, future_timestamp...) is refused here, not reported as produced.
-    """
+    """One input line -> a Charge, or ValueError `reason: detail` (no values). The worker's rules
+    by the worker's code: bytes read by streams.json_input, the record decoded by decode_record,
+    so a charge it would refuse (too_late...) is refused here, never reported as produced."""
     try:
         data = load_json(raw)
     except JsonInputError as exc:
@@ -136,11 +132,8 @@ def parse_line(raw: bytes, settings: Settings, now: datetime | None = None) -> C
         raise ValueError(f"{reason}: {detail}") from None
     except ValueError as exc:  # no account/user and no profile resolver
         raise ValueError(f"missing_field: {str(exc).splitlines()[0]}") from None
-    s = settings
-    limits = Limits(now or datetime.now(UTC), s.max_clock_skew, s.zone, s.late_horizon)
-    decoded = decode_record(encode_charge(charge), charge.account_id.encode(), limits)
-    if decoded.rejections:
-        refused = decoded.rejections[0]
+    limits = Limits(now or datetime.now(UTC), settings.max_clock_skew, settings.zone, settings.late_horizon)
+    for refused in decode_record(encode_charge(charge), charge.account_id.encode(), limits).rejections:
         raise ValueError(f"{refused.reason}: {refused.detail}")
     return charge
 

@@ -41,8 +41,7 @@ It is checked against the records' own timestamps (brokers differ in how they an
 partition is never moved past where the group stands (that would skip charges). Stopped workers
 may stay listed in the group for BILLING_KAFKA_SESSION_TIMEOUT; replay waits that long, then
 refuses while any is alive. --force commits at once without waiting; the broker still refuses
-while the group has live members. Exit status: 0 done (or nothing to do), 1 refused,
-4 the broker or Postgres does not answer.
+while the group has live members. Exit status: 0 done (or nothing to do), 1 refused, 4 no answer.
 """
 
 REBUILD_EPILOG = """\b
@@ -73,8 +72,7 @@ def parse_timestamp(text: str, zone: ZoneInfo, now: datetime) -> datetime:
 
 
 def _run(settings: Settings, coro: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; expected failures become one-line errors (exit 1; 4 when the
-    broker or Postgres does not answer, 5 when the database is missing or not migrated)."""
+    """Run a command's coroutine; expected failures are one-line errors (exit 1, 4 or 5: see errors)."""
     import asyncpg
     from aiokafka.errors import KafkaConnectionError, KafkaError
 
@@ -159,7 +157,7 @@ async def _replay(
     changes = {p: plan.new for p, plan in plans.items() if plan.new is not None and plan.new != plan.position}
     if dry_run:
         if members:
-            listed = escape_controls(", ".join(members))  # client ids are whatever the clients sent
+            listed = escape_controls(", ".join(members))  # client ids: whatever the clients sent
             click.echo(f"listed members of the group: {listed} (a real run refuses live ones)")
         return
     if not changes:

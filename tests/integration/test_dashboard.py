@@ -43,7 +43,8 @@ pytestmark = pytest.mark.integration
 FIRST = date(2026, 11, 10)
 DAYS = [FIRST + timedelta(days=i) for i in range(14)]
 OPEN = set(DAYS[-2:])  # the last two days are still open: provisional rows
-ODD_USER = "o'brien <b>&amp;"  # shown as text, bound as a parameter
+# Shown as text (the page never parses data as HTML), bound as a parameter in SQL.
+ODD_USER = "o'brien <b>&amp;<img src=x onerror=\"document.title='pwned'\">"
 COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
 NUMBERS = (*COUNTS, "charge_count", "late_charge_count")
 KEY = ("account_id", "user_id", "provider", "date", "charge_type")
@@ -240,6 +241,7 @@ def drive(base: str, download_dir: Path, screenshot: Path) -> tuple[str, str]:
             ".map(li => [li.dataset.reason, li.dataset.count]))"
         )
         assert dlq == {"invalid_json": "2", "total_mismatch": "1"}
+        assert driver.title != "pwned" and not driver.find_elements("css selector", "table img")
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(1400, min(height, 1400))
         screenshot.parent.mkdir(parents=True, exist_ok=True)

@@ -108,6 +108,13 @@ def test_redact_url_keeps_what_is_not_secret() -> None:
     assert redact_url(url) == url
 
 
+def test_dashboard_script_never_parses_data_as_html() -> None:
+    script = (ROOT / "streams" / "dashboard" / "static" / "app.js").read_text()
+    code = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("//"))
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in code, sink
+
+
 def test_exit_codes_are_documented_in_operations_md() -> None:
     doc = (ROOT / "docs" / "operations.md").read_text()
     table = dict(re.findall(r"^\| `(\d+)` \| (.+?) \|$", doc, re.M))
