@@ -93,9 +93,10 @@ async def _run(
     run = datetime.now(UTC).strftime("%Y%m%d%H%M%S") + "_" + secrets.token_hex(3)
     pg = EmbeddedPostgres(settings.data_dir)
     private = not await postgres_reachable(settings.dsn)
+    redirect = private and not (await pg.status()).running  # a running one is someone's: keep its record
     server = await pg.start() if private else settings.dsn
     url = await _create_database(server, DEMO_DATABASE_PREFIX + run)
-    if private:  # `billing totals` and friends follow the recorded URL: to the demo's data
+    if redirect:  # `billing totals` and friends follow the recorded URL: to the demo's data
         pg.url_file.write_text(url + "\n")
     demo = settings.model_copy(
         update={
@@ -192,18 +193,25 @@ async def _run(
             worker.kill()
         if broker_started:
             await broker.stop()
-        for line in _closing_hint(url, private, broker_started):
+        for line in _closing_hint(
+            url, "recorded" if redirect else "private" if private else "", broker_started
+        ):
             console.print(plain(line))
 
 
-def _closing_hint(url: str, private: bool, broker_stopped: bool) -> list[str]:
-    """Where the demo's data is now and what is gone: every line true after the demo ended."""
+def _closing_hint(url: str, server: str, broker_stopped: bool) -> list[str]:
+    """Where the demo's data is now and what is gone: every line true after the demo ended.
+    `server`: "recorded" (a private server it started), "private" (one already running), ""."""
     name = urlsplit(url).path.lstrip("/")
     lines = [f"the demo's rows stay in database {name} (nothing else was touched)."]
-    if private:
+    if server == "recorded":  # a private server the demo started: commands follow its record
         lines.append(
             "query them: billing totals --group-by date,account   (a private Postgres, still running; "
             "`billing dev down` stops it)"
+        )
+    elif server == "private":  # someone's private server: its record (and its users) left alone
+        lines.append(
+            f"query them: psql {redact_url(url)}   (the private Postgres of BILLING_DATA_DIR, still running)"
         )
     else:
         lines.append(
