@@ -215,7 +215,7 @@ def _download(driver: Any, download_dir: Path) -> str:
     while not (files := list(download_dir.glob("*.csv"))):
         assert time.monotonic() < deadline, "the CSV download never arrived"
         time.sleep(0.1)
-    return files[0].read_text()
+    return files[0].read_bytes().decode()  # as served: CSV lines end in CRLF
 
 
 def drive(base: str, download_dir: Path, screenshot: Path) -> tuple[str, str]:
