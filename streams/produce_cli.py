@@ -32,6 +32,7 @@ from streams.delivery import BrokerUnavailableError
 from streams.embedded_broker import BrokerError, BrokerUnreachableError
 from streams.errors import broker_unreachable
 from streams.json_input import JsonInputError, load_json
+from streams.output_safety import escape_controls
 from streams.producer import ChargeProducer, DeliveryError, encode_charge, to_charge
 from streams.synthetic import synthetic_charges
 
@@ -202,9 +203,8 @@ async def _produce(
                         charge = parse_line(line, settings)
                     except ValueError as exc:
                         rejected += 1
-                        progress.console.print(
-                            f"line {number}: {exc}", markup=False, highlight=False, soft_wrap=True
-                        )
+                        why = escape_controls(f"line {number}: {exc}")  # names an input's field
+                        progress.console.print(why, markup=False, highlight=False, soft_wrap=True)
                         continue
                     await producer.send(charge)
                     sent += 1

@@ -197,6 +197,7 @@ async def test_produce_refuses_what_the_worker_would_refuse(broker: str, tmp_pat
         ).encode(),
         json.dumps(good | {"event_id": "unix", "occurred_at": int(now.timestamp())}).encode(),
         json.dumps(good | {"event_id": "big"}).encode()[:-1] + b', "user_profile_id": ' + b"1" * 5000 + b"}",
+        json.dumps(good | {"event_id": "odd", "\x1b]8;;https://evil.example\x1b\\": 1}).encode(),
     ]
     path = tmp_path / "charges.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
@@ -204,7 +205,8 @@ async def test_produce_refuses_what_the_worker_would_refuse(broker: str, tmp_pat
     assert out.returncode == 1, out.stderr
     assert "line 2: too_late" in out.stderr and "line 3: bad_timestamp" in out.stderr
     assert "line 4: number_too_long" in out.stderr and "line 1:" not in out.stderr
-    assert "produced 1 charges" in out.stderr and "rejected 3 lines" in out.stderr
+    assert "line 5: unknown_field: \\x1b]8;;https://evil.example" in out.stderr and "\x1b" not in out.stderr
+    assert "produced 1 charges" in out.stderr and "rejected 4 lines" in out.stderr
 
 
 def test_hints_are_not_wrapped_for_a_pipe(tmp_path: Path) -> None:
