@@ -1,6 +1,6 @@
 """Configuration from the environment (and an optional `.env` file).
 
-Every knob is a `BILLING_*` variable (DESIGN.md §6). Durations take a unit, `500ms`, `2s`, `5m`,
+Every knob is a `BILLING_*` variable. Durations take a unit, `500ms`, `2s`, `5m`,
 `1h`, `35d`, so that an operator writes what they mean (a bare `1` is refused, not read as one
 second); they are stored as `timedelta`.
 Secrets are `SecretStr`, so they never show in a repr, a log line or an error message, and each
