@@ -39,6 +39,10 @@ class BrokerError(RuntimeError):
     """The embedded broker could not be started, stopped or set up (message is for humans)."""
 
 
+class BrokerUnreachableError(BrokerError):
+    """No broker answers at the bootstrap address (start one; nothing else is wrong)."""
+
+
 class TopicMismatchError(BrokerError):
     """A topic exists with another partition count than BILLING_PARTITIONS."""
 
@@ -283,7 +287,7 @@ async def ensure_topics(settings: Settings, *, retention_ms: int | None = -1) ->
     try:
         await admin.start()
     except KafkaError as exc:
-        raise BrokerError(f"no Kafka broker answers at {settings.kafka_bootstrap}: {exc}") from exc
+        raise BrokerUnreachableError(f"no Kafka broker answers at {settings.kafka_bootstrap}: {exc}") from exc
     try:
         created: set[str] = set()
         for name in names:

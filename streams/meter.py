@@ -65,7 +65,7 @@ class Meter:
         s = self.settings
         stamp = message.timestamp
         now = datetime.fromtimestamp(stamp, UTC) if stamp else datetime.now(UTC)
-        return Limits(now, s.max_clock_skew, s.zone, None, waived_rules(message.headers))
+        return Limits.for_record(now, s.max_clock_skew, s.zone, waived_rules(message.headers))
 
     async def prepare(self, events: Sequence[EventT]) -> AsyncIterator[Prepared]:
         """Decode and validate, starting the DLQ sends; yields chunks of at most batch_charges

@@ -67,8 +67,19 @@ def _day(name: str, text: str) -> date:
     raise BadRequest(f"{name}: {_quote(text)} is not a date; use YYYY-MM-DD", name)
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
 def _value(name: str, text: str) -> str:
     value = text.strip()
+    if "\x00" in value or not _utf8(value):
+        # Postgres text cannot hold NUL nor a lone surrogate, so no stored id has one.
+        raise BadRequest(f"{name}: {_quote(text)} holds a NUL byte or invalid UTF-8", name)
     if len(value) > 128:
         raise BadRequest(f"{name}: value longer than 128 characters", name)
     if name in ("provider", "charge_type"):

@@ -221,7 +221,8 @@ async def test_errors_are_one_line(broker: str, database: str, tmp_path: Path) -
         await admin.close()
 
     away = await billing_dlq({**env, "BILLING_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}, "show")
-    assert away.exit_code == 1 and away.output.startswith("Error: Kafka at 127.0.0.1:")
+    assert away.exit_code == 4 and away.output.startswith("Error: no Kafka broker answers at 127.0.0.1:")
+    assert "billing dev up" in away.output
     assert len(away.output.strip().splitlines()) == 1
 
     unselected = await billing_dlq(env, "redrive")

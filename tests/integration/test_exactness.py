@@ -323,3 +323,51 @@ async def test_an_operator_can_skip_one_record_and_everything_else_stays_exact(
         timeout=60,
     )
     assert again.returncode == 1 and "applied already" in again.stderr
+
+
+async def test_a_cut_over_to_a_new_topic_mid_day_is_exact_and_closed_days_stay_closed(
+    broker, database, tmp_path: Path
+):
+    """The old topic's large offsets never fence the new topic's small ones, and a charge for a
+    day that closed before the new topic existed is late there too."""
+    env = pipeline_env(broker, database, tmp_path / "data", grace="1s")
+    await ensure_topics(settings_from(env))
+    now = datetime.now(UTC)
+    yesterday = now - timedelta(days=1)
+    old = charges("acme", 60, now, "old") + charges("acme", 3, yesterday, "old-y")
+    await produce_raw(
+        broker, env["BILLING_CHARGES_TOPIC"], [(b"acme", json.dumps(c).encode(), 0) for c in old]
+    )
+    worker = WorkerProcess(env, tmp_path / "w1.log").start()
+    try:
+        await wait_exact(database, old, worker)
+
+        async def closed() -> bool:
+            rows = await fetch_rows(database)
+            return all(r["finalized_at"] is not None for k, r in rows.items() if k[3] == yesterday.date())
+
+        await wait_until(closed, 60, "yesterday closed", on_timeout=worker.log_tail)
+    finally:
+        worker.stop()
+    # the cut-over: a new topic (and consumer group), the same Postgres
+    new_env = {
+        **env,
+        "BILLING_CHARGES_TOPIC": env["BILLING_CHARGES_TOPIC"] + "-v2",
+        "BILLING_DLQ_TOPIC": env["BILLING_DLQ_TOPIC"] + "-v2",
+        "BILLING_APP_ID": env["BILLING_APP_ID"] + "-v2",
+    }
+    await ensure_topics(settings_from(new_env))
+    new = charges("acme", 5, now, "new")  # offsets 0..4: far below the old topic's fence
+    late = charges("acme", 1, yesterday, "new-late")
+    await produce_raw(
+        broker, new_env["BILLING_CHARGES_TOPIC"], [(b"acme", json.dumps(c).encode(), 0) for c in new + late]
+    )
+    worker = WorkerProcess(new_env, tmp_path / "w2.log").start()
+    try:
+        await wait_exact(database, old + new + late, worker)
+        rows = await fetch_rows(database)
+        past = [r for k, r in rows.items() if k[3] == yesterday.date()]
+        assert sum(r["late_charge_count"] for r in past) == 1  # late: its day closed before it arrived
+        assert all(r["finalized_at"] is not None for r in past)
+    finally:
+        worker.stop()

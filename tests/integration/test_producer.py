@@ -305,8 +305,9 @@ async def test_cli_synthetic(broker: Broker, topic: str) -> None:
 async def test_cli_broker_down_is_one_line_not_a_traceback() -> None:
     env = {"BILLING_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
     code, _, err = await asyncio.to_thread(run_cli, ["--synthetic", "5"], env)
-    assert code == 1
-    assert err.strip().startswith("Error: cannot reach Kafka at 127.0.0.1:")
+    assert code == 4  # a service is unreachable (docs/operations.md)
+    assert err.strip().startswith("Error: no Kafka broker answers at 127.0.0.1:")
+    assert "`billing dev up` starts one" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
