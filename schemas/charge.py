@@ -1,4 +1,4 @@
-"""The charge event: one billable LLM call, as it travels on the `charges` topic (DESIGN §2).
+"""The charge event: one billable LLM call, as it travels on the `charges` topic.
 
 Counts are strict integers: a float, a numeric string or a bool is a producer bug, and in billing
 a guessed number is worse than a rejected one. Unknown fields are refused for the same reason

@@ -1,4 +1,4 @@
-"""The `billing` command line: one entry point, a subcommand per job (DESIGN §6)."""
+"""The `billing` command line: one entry point, a subcommand per job."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ while the broker keeps running, and `billing dev down` (another process) must fi
 exactly the broker that `up` started, never some other broker that happens to answer.
 
 Tansu stores topics in memory only and auto-creates unknown topics with 4 partitions on a
-Metadata request (DESIGN.md §7), so `ensure_topics` must run before anything produces.
+Metadata request, so `ensure_topics` must run before anything produces.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The producer library: charges onto the `charges` topic, batched per account (DESIGN §2, §6).
+"""The producer library: charges onto the `charges` topic, batched per account.
 
 Records follow `streams.records` (one account's charges as a JSON array, key = account_id).
 Every delivery is confirmed, retried with capped exponential backoff, and a final failure always

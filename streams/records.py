@@ -1,4 +1,4 @@
-"""What producers write: valid charges, and records of one account's charges (DESIGN §2, §5).
+"""What producers write: valid charges, and records of one account's charges.
 
 Batched because a Faust worker pays per record, not per charge: a record holds up to 500
 charges (~1 MB) of one account, key = account_id, so that every charge of an account lands on

@@ -1,4 +1,4 @@
-"""`billing replay` and `billing rebuild`: the operator's side of DESIGN §4.5.
+"""`billing replay` and `billing rebuild`: putting the rows right from the topic, for operators.
 
 Every refusal is one line on stderr and a non-zero exit, raised before anything is committed or
 written: bad input, unknown partitions, offsets beyond the end, a future timestamp, live workers.

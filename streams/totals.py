@@ -1,4 +1,4 @@
-"""`billing totals`: daily totals read from `daily_billing_records` (DESIGN.md §6).
+"""`billing totals`: daily totals read from `daily_billing_records`.
 
 The query builder is pure so the SQL can be tested without a database. Values only ever travel
 as bound parameters ($1, $2, ...); column names come from the fixed `GROUP_COLUMNS` whitelist,

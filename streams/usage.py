@@ -1,4 +1,4 @@
-"""Token usage from LLM provider responses, as charge fields (DESIGN §2; docs/llm-apps.md).
+"""Token usage from LLM provider responses, as charge fields ( docs/llm-apps.md).
 
 Providers disagree on which counts sit inside which, and getting that wrong bills cached or
 reasoning tokens twice or not at all (LiteLLM #8784). A Charge has one rule: `cached_tokens` is

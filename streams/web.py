@@ -124,7 +124,7 @@ async def _refresh_lag(app: faust.App, readiness: Readiness, metrics: Metrics) -
     """Lag = end offset - next offset to apply (ours once flushed, else the consumer position).
 
     On real Kafka the end offset is exact. On Tansu it is the base offset of the last record
-    batch + 1 (DESIGN §7), so the lag reads low there, down to 0 while records remain.
+    batch + 1, so the lag reads low there, down to 0 while records remain.
     """
     partitions = readiness.partitions()
     if not partitions:

@@ -1,4 +1,4 @@
-"""`billing dashboard`: a read-only web page over `daily_billing_records` (DESIGN §6).
+"""`billing dashboard`: a read-only web page over `daily_billing_records`.
 
 Why it is built this way:
 - Loopback by default (BILLING_DASHBOARD_HOST=127.0.0.1, BILLING_DASHBOARD_PORT=8088): billing

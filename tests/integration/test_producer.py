@@ -3,7 +3,7 @@
 The broker fixture is local on purpose (shared fixtures live elsewhere): these tests also kill
 their own broker. Consumers read without a group (assign + seek_to_beginning), because Tansu's
 first JoinGroup is slow, and they count by reading records, never by end offsets (Tansu's high
-watermark under-reports, DESIGN §7).
+watermark under-reports).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""decode_record (DESIGN §2/§3): bytes -> charges + one rejection per bad part, never an exception."""
+"""decode_record: bytes -> charges + one rejection per bad part, never an exception."""
 
 from __future__ import annotations
 
