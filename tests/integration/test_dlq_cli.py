@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,8 +24,8 @@ from streams import dlq as envelope
 from streams.config import get_settings
 from streams.dlq_cli import dlq
 from streams.embedded_broker import ensure_topics
+from tests.integration.test_safe_cli import billing
 from tests.support import (
-    ROOT,
     WorkerProcess,
     charge_dict,
     encode_batch,
@@ -293,25 +291,11 @@ async def test_a_redrive_never_bills_twice_and_a_waived_rule_survives_replay_and
     truth = ground_truth([*on_time, ancient], ZONE)
     day_from, day_to = (now - timedelta(days=3)).date().isoformat(), now.date().isoformat()
     rebuilt = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "streams", "rebuild", "--from", day_from, "--to", day_to, "--no-progress"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        billing, env, "rebuild", "--from", day_from, "--to", day_to, "--no-progress"
     )
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert not mismatches(truth, await fetch_rows(database))  # the waived charge stays accepted
-    replayed = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "streams", "replay", "--to-offsets", "all:earliest"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    replayed = await asyncio.to_thread(billing, env, "replay", "--to-offsets", "all:earliest")
     assert replayed.returncode == 0, replayed.stderr
     sentinel = charge_dict("acct-s", "u", "openai", "completion", now, 1, 1)
     await send(env, [sentinel])
