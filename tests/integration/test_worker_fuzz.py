@@ -19,12 +19,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from streams.dlq import decode as decode_letter
 from streams.embedded_broker import ensure_topics
-from tests.integration.test_pipeline import read_dlq
 from tests.support import (
     WorkerProcess,
     fetch_rows,
@@ -82,20 +82,49 @@ def records(draw: st.DrawFn, tag: str) -> tuple[bytes | None, bytes, int, list[d
     return account.encode(), json.dumps(bad).encode(), partition, []
 
 
+class DeadLetters:
+    """Every letter of the DLQ topic so far, read incrementally by one consumer."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.letters: list[Any] = []
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def read(self) -> list[Any]:
+        if self.consumer is None:
+            self.consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.env["BILLING_KAFKA_BOOTSTRAP"], enable_auto_commit=False
+            )
+            await self.consumer.start()
+            topic = self.env["BILLING_DLQ_TOPIC"]
+            parts = [TopicPartition(topic, p) for p in range(8)]
+            self.consumer.assign(parts)
+            await self.consumer.seek_to_beginning(*parts)
+        fetched = await self.consumer.getmany(timeout_ms=300)
+        self.letters += [decode_letter(r.value) for records in fetched.values() for r in records]
+        return self.letters
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+
 def test_arbitrary_records_end_counted_exactly_once_or_in_the_dlq(
     broker: str, database: str, tmp_path: Path
 ) -> None:
     env = pipeline_env(broker, database, tmp_path / "data")
-    asyncio.run(ensure_topics(settings_from(env)))
+    loop = asyncio.new_event_loop()  # one loop for the whole run: the DLQ reader lives across examples
+    loop.run_until_complete(ensure_topics(settings_from(env)))
     topic = env["BILLING_CHARGES_TOPIC"]
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    dead = DeadLetters(env)
     examples = count()
     produced: list[dict[str, Any]] = []
     refused: set[tuple[int, int]] = set()
 
     # No shrinking: each step would run against the live worker; the failure message says what differs.
     @settings(
-        max_examples=12,
+        max_examples=25,
         deadline=None,
         suppress_health_check=list(HealthCheck),
         derandomize=True,
@@ -105,30 +134,38 @@ def test_arbitrary_records_end_counted_exactly_once_or_in_the_dlq(
     def example(data: st.DataObject) -> None:
         tag = f"x{next(examples)}-"
         batch = data.draw(st.lists(records(tag), min_size=1, max_size=12))
-        metas = asyncio.run(produce_raw(broker, topic, [(k, v, p) for k, v, p, _ in batch]))
+        metas = loop.run_until_complete(produce_raw(broker, topic, [(k, v, p) for k, v, p, _ in batch]))
         for (_, _, _, charges), meta in zip(batch, metas, strict=True):
             if charges:
                 produced.extend(charges)
             else:
                 refused.add((meta.partition, meta.offset))
         expected = ground_truth(produced, ZoneInfo("UTC"))
+        problems: list[str] = []
 
         async def settled() -> bool:
             rows = await fetch_rows(database)
-            letters = {
-                (x.partition, x.offset) for x in map(decode_letter, await read_dlq(env, len(refused), 5))
-            }
-            return not mismatches(expected, rows) and refused <= letters
+            letters = {(x.partition, x.offset) for x in await dead.read()}
+            problems[:] = [
+                *mismatches(expected, rows)[:10],
+                *(f"no letter for {c}" for c in sorted(refused - letters)),
+            ]
+            return not problems
 
-        asyncio.run(
-            wait_until(settled, 90, "every record counted or dead-lettered", on_timeout=worker.log_tail)
+        def explain() -> str:
+            return "\n".join([*problems, worker.log_tail(15)])
+
+        loop.run_until_complete(
+            wait_until(settled, 90, "every record counted or dead-lettered", on_timeout=explain)
         )
         assert worker.alive, worker.log_tail()
 
     try:
         example()
-        letters = [decode_letter(v) for v in asyncio.run(read_dlq(env, len(refused), 10))]
+        letters = loop.run_until_complete(dead.read())
         assert all(x.reason for x in letters)
         assert {(x.partition, x.offset) for x in letters} == refused  # no valid record refused
     finally:
         worker.stop()
+        loop.run_until_complete(dead.stop())
+        loop.close()
