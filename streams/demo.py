@@ -229,7 +229,7 @@ def _spawn_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes
         )
 
 
-async def _exact(url: str, expected: dict) -> bool:
+async def _exact(url: str, expected: dict[tuple[Any, ...], tuple[int, int, int, int]]) -> bool:
     conn = await asyncpg.connect(url)
     try:
         records = await conn.fetch("SELECT * FROM daily_billing_records")

@@ -299,7 +299,7 @@ class EmbeddedPostgres:
         (the database recorded by ensure_database, else `postgres`)."""
         await asyncio.to_thread(self._start_sync, wait)
         old = self.recorded_url()
-        url = self._url(database_name(old) if old else "postgres")
+        url = self._url((database_name(old) if old else None) or "postgres")
         self.url_file.write_text(url + "\n")
         return url
 

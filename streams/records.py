@@ -73,7 +73,8 @@ class OpenRecord:
     __slots__ = ("attempts", "future", "key", "opened_at", "parts", "single", "size")
 
     def __init__(self, key: bytes, future: Any = None, single: bool = False, opened_at: float = 0.0) -> None:
-        self.key, self.future, self.parts, self.attempts = key, future, [], 0
+        self.key, self.future, self.attempts = key, future, 0
+        self.parts: list[bytes] = []
         self.opened_at = opened_at
         self.size = 1  # "[" ; each part adds its length plus one "," or "]"
         self.single = single  # batch=False: the one charge as a bare JSON object

@@ -149,7 +149,9 @@ async def _replay(
     what = f"from {target.isoformat()}" if target else f"to offsets {offsets}"
     click.echo(f"replay of topic {topic} for consumer group {group} {what}{' (dry run)' if dry_run else ''}")
     if dry_run:
-        ranges = {p: tuple(sorted((pl.new or 0, pl.position))) for p, pl in plans.items()}
+        ranges = {
+            p: (min(pl.new or 0, pl.position), max(pl.new or 0, pl.position)) for p, pl in plans.items()
+        }
         counts = await count_between(settings, ranges)
         for p, plan in plans.items():
             plan.records_between = counts[p]

@@ -99,7 +99,7 @@ def _count(obj: Any, *names: str) -> int:
         value = int(value)  # a JSON round trip through some proxies turns 12 into 12.0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise UsageError(f"usage field {names[0]} is {value!r}; expected an integer >= 0")
-    return value
+    return int(value)
 
 
 def detect_shape(usage: Any) -> Shape:

@@ -32,7 +32,8 @@ async def preflight(settings: Settings) -> None:
             f"this worker needs {wanted}: run `billing migrate`"
         )
     chatter = logging.getLogger("aiokafka")  # it logs each refused connect: the line below says it
-    level, _ = chatter.level, chatter.setLevel(logging.CRITICAL)
+    level = chatter.level
+    chatter.setLevel(logging.CRITICAL)
     try:
         await ensure_topics(settings)
     except BrokerUnreachableError as exc:

@@ -114,9 +114,8 @@ def parse_view(params: Mapping[str, Sequence[str]]) -> View:
     end = _day("to", single["to"]) if "to" in single else None
     if start and end and start > end:
         raise BadRequest(f"empty date range: from {start} is after to {end}", "from")
-    query = TotalsQuery(
-        **{k: tuple(dict.fromkeys(v)) for k, v in picked.items()}, date_from=start, date_to=end
-    )
+    filters: dict[str, Any] = {k: tuple(dict.fromkeys(v)) for k, v in picked.items()}
+    query = TotalsQuery(**filters, date_from=start, date_to=end)
     return View(query, by, metric)
 
 
@@ -126,7 +125,8 @@ async def check_known(conn: asyncpg.Connection, view: View) -> None:
         wanted: tuple[str, ...] = getattr(view.query, name)
         if not wanted:
             continue
-        rows = await fetch_totals(conn, TotalsQuery(group_by=(name,), **{name: wanted}))
+        only: dict[str, Any] = {name: wanted}
+        rows = await fetch_totals(conn, TotalsQuery(group_by=(name,), **only))
         known = {r[GROUP_COLUMNS[name]] for r in rows}
         missing = [v for v in wanted if v not in known]
         if missing:
@@ -147,7 +147,7 @@ def plain(row: Mapping[str, Any]) -> dict[str, Any]:
     """JSON-ready: dates as ISO text; a row is `revised` when late charges were added to it."""
     out = {k: v.isoformat() if isinstance(v, date) else v for k, v in row.items()}
     if "late_charge_count" in out:
-        out["revised"] = out["late_charge_count"] > 0
+        out["revised"] = int(out["late_charge_count"]) > 0
     return out
 
 
