@@ -27,7 +27,8 @@ browser:
 demo: install
 	$(BILLING) demo
 
-test: install browser
+# Lint first: a type error or a lint finding fails the build before the long suite runs.
+test: install browser lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-unit: install
@@ -54,6 +55,7 @@ dev-down: install
 lint: install
 	$(VENV)/bin/ruff check streams schemas tests bench
 	$(VENV)/bin/ruff format --check streams schemas tests bench
+	$(VENV)/bin/mypy streams schemas
 
 format: install
 	$(VENV)/bin/ruff format streams schemas tests bench

@@ -2,7 +2,7 @@
 
 No group, no commits, no validation: assign every partition, read from the beginning and
 `json.loads` each value until every charge was seen (counted by reading: Tansu's end offsets
-under-report, DESIGN §7). Reported in records/s and in charges/s (a batch record holds many),
+under-report). Reported in records/s and in charges/s (a batch record holds many),
 for aiokafka's `getmany` and, when installed, confluent-kafka's `consume`.
 """
 

@@ -1,4 +1,4 @@
-"""The summary line, the results table, the targets of issue 6, and `bench/RESULTS.md`."""
+"""The summary line, the results table, the performance targets, and `bench/RESULTS.md`."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ class Report:
         return "bench: " + " ".join(parts)
 
     def targets(self, flush_interval_s: float = 2.0) -> list[tuple[str, str, bool | None]]:
-        """(target, measured, met) for each target of issue 6; met is None when not measured."""
+        """(target, measured, met) for each performance target; met is None when not measured."""
         f = self.figures
 
         def check(value: float | None, ok: bool) -> bool | None:
@@ -174,7 +174,7 @@ def markdown(report: Report, postgres: str, seconds: float) -> str:
         "|---|---|---|",
     ]
     lines += [f"| {m} | {r} | {n} |" for m, r, n in report.rows]
-    lines += ["", "## Targets (issue 6)", "", "| target | measured | met |", "|---|---|---|"]
+    lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for target, measured, met in report.targets():
         lines.append(f"| {target} | {measured} | {'n/a' if met is None else 'yes' if met else 'no'} |")
     if report.notes:

@@ -1,4 +1,4 @@
-"""The charge event: one billable LLM call, as it travels on the `charges` topic (DESIGN §2).
+"""The charge event: one billable LLM call, as it travels on the `charges` topic.
 
 Counts are strict integers: a float, a numeric string or a bool is a producer bug, and in billing
 a guessed number is worse than a rejected one. Unknown fields are refused for the same reason
@@ -7,6 +7,7 @@ a guessed number is worse than a rejected one. Unknown fields are refused for th
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -22,10 +23,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION = 1
 MAX_TOKENS = 10**12  # far above any real call; keeps sums well inside bigint
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
+_NUMBER = re.compile(r"\s*[-+]?\d+(?:\.\d*)?\s*")
 
 
 def _normalize_slug(value: Any) -> Any:
@@ -77,6 +80,12 @@ class Charge(BaseModel):
         # pydantic says "timezone_aware" too; this names the rule the way an operator reads it.
         if isinstance(value, datetime) and value.tzinfo is None:
             raise ValueError("occurred_at is naive; send an offset or Z (never local time)")
+        # pydantic would read a number (or a string of digits) as unix time; the contract is
+        # RFC 3339 text, and a guessed unit (seconds? milliseconds?) bills the wrong day.
+        if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+            raise PydanticCustomError(
+                "datetime_type", "occurred_at must be RFC 3339 text with an offset or Z, not a number"
+            )
         return value
 
     @model_validator(mode="after")

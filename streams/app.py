@@ -14,9 +14,11 @@ import asyncio
 import logging
 import os
 import signal
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import faust
+from faust.types import EventT
 
 from streams import crashpoints, web
 from streams.closing import DayCloser, LogEnds
@@ -89,7 +91,7 @@ def create_app(settings: Settings) -> faust.App:
         await sink.start()
         meter.skips = await sink.skips()
 
-    async def commit_then_ack(stream: faust.StreamT, chunk: Prepared) -> None:
+    async def commit_then_ack(stream: faust.StreamT[Any], chunk: Prepared) -> None:
         try:
             await meter.commit(chunk)
         except Exception as exc:
@@ -100,14 +102,15 @@ def create_app(settings: Settings) -> faust.App:
             await stream.ack(event)
 
     @app.agent(charges, name="meter", concurrency=1)
-    async def meter_agent(stream: faust.StreamT) -> None:
+    async def meter_agent(stream: faust.StreamT[Any]) -> None:
         # Two stages: while chunk k commits in Postgres, chunk k+1 is taken and decoded here.
         # Commits stay in order and each acknowledges its records only after its COMMIT.
         committing: asyncio.Task[None] | None = None
         try:
             # Half the interval: a charge waits at most that for its batch, plus the flush itself.
-            async for events in stream.noack_take(settings.batch_records, within=flush_seconds / 2):
-                chunks = meter.prepare(events)
+            take = cast("faust.Stream[Any]", stream).noack_take  # not declared on StreamT
+            async for events in take(settings.batch_records, within=flush_seconds / 2):
+                chunks = meter.prepare(cast("Sequence[EventT[Any]]", events))  # it yields events
                 while True:
                     try:
                         chunk = await anext(chunks)

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import click
 from pydantic import SecretStr, ValidationError
 
 from streams.config import Settings, get_settings
+from streams.errors import UsageFailure
 
 
 def read_settings() -> Settings:
-    """Settings as configured, or a one-line error naming the bad variable (never its value)."""
+    """Settings as configured, or a one-line error naming the bad variable (never its value);
+    exit status 2, as for a bad option."""
     try:
         return get_settings()
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         name = "BILLING_" + "_".join(str(p) for p in first["loc"]).upper()
-        raise click.ClickException(f"bad configuration {name}: {first['msg']}") from None
+        raise UsageFailure(f"bad configuration {name}: {first['msg']}") from None
 
 
 def load_settings() -> Settings:

@@ -20,6 +20,7 @@ true end on both brokers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -127,7 +128,7 @@ class DayCloser:
             behind = lagging(obs.ends, applied)
             if day == newest:
                 self.lag = behind
-            if not behind and await self.sink.run(lambda conn, obs=obs: self._close(conn, obs)):
+            if not behind and await self.sink.run(functools.partial(self._close, obs=obs)):
                 self.pending = {d: o for d, o in self.pending.items() if d > day}
                 return day
         return None

@@ -1,7 +1,8 @@
 """Configuration from the environment (and an optional `.env` file).
 
-Every knob is a `BILLING_*` variable. Durations accept `90`, `500ms`, `2s`, `5m`,
-`1h`, `35d` so that an operator can write what they mean; they are stored as `timedelta`.
+Every knob is a `BILLING_*` variable. Durations take a unit, `500ms`, `2s`, `5m`,
+`1h`, `35d`, so that an operator writes what they mean (a bare `1` is refused, not read as one
+second); they are stored as `timedelta`.
 Secrets are `SecretStr`, so they never show in a repr, a log line or an error message, and each
 may come from a file instead (`BILLING_<NAME>_FILE`, the Docker/Kubernetes secrets convention),
 so that a password need not sit in the environment of every process on the machine.
@@ -26,7 +27,8 @@ from pydantic_core import PydanticCustomError, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+_EXAMPLES = "use e.g. 500ms, 2s, 5m, 1h, 35d"
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 ENV_PREFIX = "BILLING_"
 # Fields that may be read from the file named by BILLING_<FIELD>_FILE.
 SECRET_FILE_FIELDS = (
@@ -39,15 +41,22 @@ SECRET_FILE_FIELDS = (
 
 
 def parse_duration(value: object) -> timedelta:
-    """Read `2s`, `5m`, `1h`, `35d` (or plain seconds) into a timedelta."""
+    """Read `2s`, `5m`, `1h`, `35d` into a timedelta.
+
+    Text needs a unit (only `0` may go without): `BILLING_GRACE=1` once meant one second, when
+    whoever wrote it may well have meant an hour. Numbers from Python code are seconds.
+    """
     if isinstance(value, timedelta):
         return value
-    if isinstance(value, int | float):
+    if isinstance(value, int | float) and not isinstance(value, bool):
         return timedelta(seconds=value)
-    match = _DURATION.match(str(value))
+    match = _DURATION.match(value) if isinstance(value, str) else None
     if not match:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 500ms, 2s, 5m, 1h, 35d)")
+        raise ValueError(f"not a duration: {value!r} ({_EXAMPLES})")
     number, unit = match.groups()
+    if unit is None and float(number) != 0:
+        raise ValueError(f"not a duration: {value!r} has no unit ({_EXAMPLES})")
+    unit = unit or "s"
     try:
         return timedelta(seconds=float(number) * _UNIT_SECONDS[unit])
     except OverflowError:
@@ -280,19 +289,11 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every secret this process knows, for the log redactor (never for output)."""
-        values = [s.get_secret_value() for s in (self.kafka_sasl_password, self.kafka_ssl_key_password) if s]
-        password = _url_password(self.dsn)
-        return [v for v in (*values, password) if v]
+        from streams.redaction import url_secrets
 
-
-def _url_password(url: str) -> str | None:
-    from urllib.parse import unquote, urlsplit
-
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return None
-    return unquote(password) if password else None
+        fields = (self.kafka_sasl_password, self.kafka_ssl_key_password, self.dashboard_token)
+        values = [s.get_secret_value() for s in fields if s]
+        return [v for v in (*values, *url_secrets(self.dsn)) if v]
 
 
 @lru_cache(maxsize=1)

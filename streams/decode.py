@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from pydantic import TypeAdapter, ValidationError
 
 from schemas.charge import CONTROL_CHARACTERS, Charge
+from streams.json_input import JsonInputError, load_json
 from streams.windows import billing_date
 
 MAX_CHARGE_BYTES = 64 * 1024
@@ -81,6 +82,14 @@ class Limits:
     zone: ZoneInfo
     late_horizon: timedelta | None
     waived: frozenset[str] = frozenset()
+
+    @classmethod
+    def for_record(
+        cls, stamp: datetime, max_clock_skew: timedelta, zone: ZoneInfo, waived: frozenset[str] = frozenset()
+    ) -> Limits:
+        """The rules a worker applies to a record stamped `stamp`: no late horizon at decode time
+        (the sink judges it from the recorded closures), the clock skew against the stamp."""
+        return cls(stamp, max_clock_skew, zone, None, waived)
 
     @property
     def oldest_date(self) -> date | None:
@@ -199,10 +208,9 @@ def decode_record(value: bytes | None, key: bytes | None, limits: Limits) -> Dec
         out.positions = list(range(len(fast)))
         return out
     try:
-        parsed = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
-        out.rejections.append(Rejection("invalid_json", detail, None, raw))
+        parsed = load_json(raw)
+    except JsonInputError as exc:
+        out.rejections.append(Rejection(exc.reason, exc.detail, None, raw))
         return out
 
     if isinstance(parsed, dict):

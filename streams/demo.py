@@ -2,15 +2,19 @@
 
 Broker and Postgres come up if they are not there, a real worker process meters a few days of
 synthetic charges, and the demo waits until Postgres holds every charge and the past days are
-final, then prints the totals, checks them against what it produced, and stops what it started.
-It uses its own database (`billing_demo`, recreated each run) and its own topics, so it never
-touches the data of a pipeline you run on the same machine.
+final, then prints the totals, checks them against what it produced, and stops its worker.
+
+Why a database of its own, created under a unique name: a demo must never hurt what the user
+already has. It never drops a database (an earlier demo's, or a `billing_demo` someone made),
+two demos on one server do not meet, and what it metered stays there to be queried afterwards;
+its closing lines say where, and what it stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -18,6 +22,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 import click
@@ -27,13 +32,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from streams.cli_common import read_settings
 from streams.config import Settings
 from streams.embedded_broker import EmbeddedBroker, ensure_topics
-from streams.embedded_postgres import EmbeddedPostgres, redact_url
+from streams.embedded_postgres import EmbeddedPostgres, postgres_reachable
 from streams.migrate import migrate
+from streams.output_safety import console as make_console
+from streams.output_safety import plain
 from streams.producer import ChargeProducer
+from streams.redaction import redact_url
 from streams.synthetic import synthetic_charges
 from streams.totals import TotalsQuery, fetch_totals, render_table
 
-DEMO_DATABASE = "billing_demo"
+#: Each run's database is this prefix plus the run's id (time and random): never an existing one.
+DEMO_DATABASE_PREFIX = "billing_demo_"
 
 
 def _free_port() -> int:
@@ -42,22 +51,26 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _with_database(url: str, name: str) -> str:
-    return url.rsplit("/", 1)[0] + "/" + name
+def with_database(url: str, name: str) -> str:
+    """`url` naming database `name` instead (user, password and query string kept)."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + quote(name, safe="")))
 
 
-async def _fresh_database(url: str) -> None:
-    admin = await asyncpg.connect(_with_database(url, "postgres"))
+async def _create_database(url: str, name: str) -> str:
+    """Create database `name` on the server of `url` (failing if it exists: it is not ours),
+    migrate it and return its URL."""
+    admin = await asyncpg.connect(with_database(url, "postgres"))
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DEMO_DATABASE}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{DEMO_DATABASE}"')
+        await admin.execute(f'CREATE DATABASE "{name}"')  # name: our prefix, digits, hex
     finally:
         await admin.close()
-    conn = await asyncpg.connect(url)
+    target = with_database(url, name)
+    conn = await asyncpg.connect(target)
     try:
         await migrate(conn)
     finally:
         await conn.close()
+    return target
 
 
 async def _progress(url: str, topic: str) -> tuple[int, Any]:
@@ -76,11 +89,14 @@ async def _run(
     started = time.monotonic()
     broker = EmbeddedBroker.from_settings(settings)
     broker_started = await broker.start()
+    run = datetime.now(UTC).strftime("%Y%m%d%H%M%S") + "_" + secrets.token_hex(3)
     pg = EmbeddedPostgres(settings.data_dir)
-    private_before = (await pg.status()).running
-    url = await pg.ensure_database(_with_database(settings.dsn, DEMO_DATABASE))
-    await _fresh_database(url)
-    run = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    private = not await postgres_reachable(settings.dsn)
+    redirect = private and not (await pg.status()).running  # a running one is someone's: keep its record
+    server = await pg.start() if private else settings.dsn
+    url = await _create_database(server, DEMO_DATABASE_PREFIX + run)
+    if redirect:  # `billing totals` and friends follow the recorded URL: to the demo's data
+        pg.url_file.write_text(url + "\n")
     demo = settings.model_copy(
         update={
             "charges_topic": f"demo-{run}-charges",
@@ -90,8 +106,10 @@ async def _run(
     )
     await ensure_topics(demo)
     console.print(
-        f"[bold]broker[/] {broker.address} ({'started' if broker_started else 'reused'})   "
-        f"[bold]postgres[/] {redact_url(url)}"
+        "[bold]broker[/]",
+        plain(f"{broker.address} ({'started' if broker_started else 'reused'})  "),
+        "[bold]postgres[/]",
+        plain(redact_url(url)),
     )
 
     log_path = Path(settings.data_dir) / f"demo-worker-{run}.log"
@@ -99,6 +117,8 @@ async def _run(
         **os.environ,
         "BILLING_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "BILLING_DATABASE_URL": url,
+        # A data dir of its own: no recorded dev Postgres URL can redirect it, no Faust state shared.
+        "BILLING_DATA_DIR": str(Path(settings.data_dir) / f"demo-{run}"),
         "BILLING_CHARGES_TOPIC": demo.charges_topic,
         "BILLING_DLQ_TOPIC": demo.dlq_topic,
         "BILLING_APP_ID": demo.app_id,
@@ -161,9 +181,6 @@ async def _run(
             f"{'exact against what was produced' if exact else 'MISMATCH against what was produced'}, "
             f"in {time.monotonic() - started:.1f}s"
         )
-        console.print(
-            f"query them: BILLING_DATABASE_URL={redact_url(url)} billing totals --group-by date,account"
-        )
         if not exact:
             raise click.ClickException("totals differ from what was produced")
     finally:
@@ -174,8 +191,34 @@ async def _run(
             worker.kill()
         if broker_started:
             await broker.stop()
-        if not private_before and url != _with_database(settings.dsn, DEMO_DATABASE):
-            await pg.stop()
+        for line in _closing_hint(
+            url, "recorded" if redirect else "private" if private else "", broker_started
+        ):
+            console.print(plain(line))
+
+
+def _closing_hint(url: str, server: str, broker_stopped: bool) -> list[str]:
+    """Where the demo's data is now and what is gone: every line true after the demo ended.
+    `server`: "recorded" (a private server it started), "private" (one already running), ""."""
+    name = urlsplit(url).path.lstrip("/")
+    lines = [f"the demo's rows stay in database {name} (nothing else was touched)."]
+    if server == "recorded":  # a private server the demo started: commands follow its record
+        lines.append(
+            "query them: billing totals --group-by date,account   (a private Postgres, still running; "
+            "`billing dev down` stops it)"
+        )
+    elif server == "private":  # someone's private server: its record (and its users) left alone
+        lines.append(
+            f"query them: psql {redact_url(url)}   (the private Postgres of BILLING_DATA_DIR, still running)"
+        )
+    else:
+        lines.append(
+            f"query them: BILLING_DATABASE_URL={redact_url(url)} billing totals --group-by date,account"
+        )
+    if broker_stopped:
+        lines.append("the broker the demo started is stopped: its demo topics are gone.")
+    lines.append(f"remove them: DROP DATABASE {name};")
+    return lines
 
 
 def _spawn_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -186,7 +229,7 @@ def _spawn_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes
         )
 
 
-async def _exact(url: str, expected: dict) -> bool:
+async def _exact(url: str, expected: dict[tuple[Any, ...], tuple[int, int, int, int]]) -> bool:
     conn = await asyncpg.connect(url)
     try:
         records = await conn.fetch("SELECT * FROM daily_billing_records")
@@ -230,13 +273,13 @@ def _independent_fold(produced: list[Any], zone: Any) -> dict[tuple[Any, ...], t
 def demo(charges: int, days: int, accounts: int, seed: int) -> None:
     """Run the main job once on this machine and print the daily totals.
 
-    Starts the embedded broker and Postgres if needed (as `billing dev up`), recreates the
-    `billing_demo` database, runs a real worker, produces synthetic charges, waits until every
-    charge is in Postgres and the past days are final, prints totals by date and provider with
-    a one-line summary, and stops what it started.
+    Starts the embedded broker and Postgres if needed (as `billing dev up`), creates a database
+    of its own (billing_demo_<time>_<random>; it never drops one), runs a real worker, produces
+    synthetic charges, waits until every charge is in Postgres and the past days are final,
+    prints totals by date and provider with a one-line summary and says where the rows stay.
     """
     settings = read_settings()
-    console = Console()
+    console = make_console()
     try:
         asyncio.run(_run(settings, charges, days, accounts, seed, console))
     except (OSError, asyncpg.PostgresError) as exc:

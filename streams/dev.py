@@ -14,19 +14,16 @@ from typing import Any, TypeVar
 import click
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-from rich.console import Console
 from rich.table import Table
 
 from streams.cli_common import read_settings
 from streams.config import Settings
 from streams.embedded_broker import BrokerError, EmbeddedBroker, describe_partitions, ensure_topics
-from streams.embedded_postgres import (
-    EmbeddedPostgres,
-    PostgresError,
-    postgres_reachable,
-    redact_url,
-)
+from streams.embedded_postgres import EmbeddedPostgres, PostgresError, postgres_reachable
+from streams.errors import Failure, one_line
 from streams.kafka import aiokafka_options
+from streams.output_safety import console, plain
+from streams.redaction import redact_url
 from streams.retention import check_retention
 
 T = TypeVar("T")
@@ -41,7 +38,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except (BrokerError, PostgresError, KafkaError, OSError) as exc:
-        raise click.ClickException(str(exc).splitlines()[0]) from None
+        raise Failure(one_line(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)) from exc
 
 
 def _table(title: str) -> Table:
@@ -92,7 +89,7 @@ def up(wait_seconds: float) -> None:
         url = await pg.ensure_database(settings.dsn)
         topics = await ensure_topics(settings)
         for warning in await check_retention(settings):
-            Console(stderr=True).print(f"[yellow]warning:[/] {warning}")
+            console(stderr=True).print("[yellow]warning:[/]", plain(warning))
         table = _table("billing dev up")
         table.add_row(
             "broker",
@@ -113,7 +110,7 @@ def up(wait_seconds: float) -> None:
             )
         return table
 
-    Console().print(_run(go()))
+    console().print(_run(go()))
 
 
 @dev.command()
@@ -135,7 +132,7 @@ def down() -> None:
         table.add_row("postgres (private)", "stopped" if stopped else "not running", str(pg.pgdata))
         return table
 
-    Console().print(_run(go()))
+    console().print(_run(go()))
 
 
 @dev.command()
@@ -172,11 +169,11 @@ def status() -> None:
             table.add_row(
                 "postgres (private)",
                 ("running" if private.running else "stopped") + (" (in use)" if private.url else ""),
-                private.url or str(pg.pgdata),
+                redact_url(private.url) if private.url else str(pg.pgdata),
             )
         return table
 
-    Console().print(_run(go()))
+    console().print(_run(go()))
 
 
 async def _topic_counts(settings: Settings) -> dict[str, int]:

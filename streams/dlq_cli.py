@@ -21,17 +21,17 @@ from typing import Any, TypeVar
 
 import click
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
-from rich.console import Console
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from rich.table import Column, Table
-from rich.text import Text
 
 from streams import dlq as envelope
+from streams import errors
 from streams.cli_common import read_settings
 from streams.config import Settings
 from streams.dlq import DeadLetter
 from streams.dlq_state import count_states, eligible, mark_redriven, resolve, skip
 from streams.kafka import aiokafka_options, idempotent_producer
+from streams.output_safety import console, echo_data, escape_controls, plain
 from streams.topic_reader import read_topic
 
 T = TypeVar("T")
@@ -51,8 +51,10 @@ class Scan:
 
 
 def where(x: DeadLetter) -> str:
-    """`topic[partition]@offset` (+ `#index` for a batch element), as in the worker's log."""
-    return f"{x.topic}[{x.partition}]@{x.offset}" + ("" if x.index is None else f"#{x.index}")
+    """`topic[partition]@offset` (+ `#index` for a batch element), as in the worker's log (escaped)."""
+    return escape_controls(
+        f"{x.topic}[{x.partition}]@{x.offset}" + ("" if x.index is None else f"#{x.index}")
+    )
 
 
 async def scan(settings: Settings) -> Scan:
@@ -73,14 +75,18 @@ async def scan(settings: Settings) -> Scan:
 
 
 def run(settings: Settings, work: Coroutine[Any, Any, T], hint: str = "") -> T:
-    """Run `work`; an absent topic or a Kafka failure becomes a one-line error (exit 1)."""
+    """Run `work`; an absent topic or a Kafka failure is a one-line error (exit 1; 4: no broker)."""
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # it logs each refused connect
     try:
         return asyncio.run(work)
+    except (KafkaConnectionError, ConnectionError) as exc:
+        failure = errors.broker_unreachable(settings.kafka_bootstrap)
+        failure.message += hint
+        raise failure from exc
     except (KafkaError, OSError) as exc:
-        name, text = type(exc).__name__, " ".join(str(exc).split())[:200]
-        why = text if text.startswith(name) else f"{name}: {text}".rstrip(": ")
-        raise click.ClickException(f"Kafka at {settings.kafka_bootstrap}: {why}{hint}") from None
+        raise click.ClickException(
+            f"Kafka at {settings.kafka_bootstrap}: {errors.reason(exc)[:200]}{hint}"
+        ) from exc
     except LookupError as exc:
         if type(exc) is not LookupError:  # KeyError/IndexError are bugs, not a missing topic
             raise
@@ -156,13 +162,13 @@ async def send(settings: Settings, chosen: list[tuple[DeadLetter, bytes]], waive
 
 
 def print_letters(letters: list[DeadLetter], title: str | None = None) -> None:
-    """A table of letters; cells are Text so that brackets in a payload are not rich markup."""
+    """A table of letters, every cell literal text (no markup, controls escaped): they are hostile."""
     nowrap = (Column("coordinates", no_wrap=True), Column("reason", no_wrap=True))
-    table = Table(*nowrap, "detail", "key", "payload", title=title)
+    table = Table(*nowrap, "detail", "key", "payload", title=title and plain(title))
     for x in letters:
         cells = (where(x), x.reason, x.detail, x.key or "-", preview(x.payload))
-        table.add_row(*(Text(c, overflow="fold") for c in cells))
-    Console().print(table)
+        table.add_row(*(plain(c, overflow="fold") for c in cells))
+    console().print(table)
 
 
 _FILTERS = (
@@ -208,11 +214,12 @@ def list_(fmt: str) -> None:
             json.dumps(body | {"duplicates": dups, "unreadable": found.unreadable, "by_state": by_state})
         )
         return
-    table = Table("reason", Column("records", justify="right"), title=f"{settings.dlq_topic} by reason")
+    heading = plain(f"{settings.dlq_topic} by reason")
+    table = Table("reason", Column("records", justify="right"), title=heading)
     for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        table.add_row(Text(reason), f"{n:,}")
+        table.add_row(plain(reason), f"{n:,}")
     table.add_row("total", f"{total:,}", style="bold")
-    Console().print(table)
+    console().print(table)
     click.echo(", ".join(f"{n:,} {state}" for state, n in by_state.items()))
     if dups or found.unreadable:
         click.echo(f"({dups} duplicate copies counted once, {found.unreadable} unreadable)")
@@ -244,7 +251,7 @@ def show(limit: int, fmt: str, payload_only: bool, **selection: Any) -> None:
         if line is None or "\n" in line:  # `billing produce` reads lines: print only what it can read
             click.echo(f"skipped {where(x)}: not one line of text (see --format jsonl)", err=True)
         else:
-            click.echo(line)
+            echo_data(line)
     if fmt == "table" and not payload_only:
         print_letters(shown) if shown else click.echo("No dead letters match.")
     if len(shown) < len(found):
@@ -295,7 +302,7 @@ def redrive(all_: bool, dry_run: bool, waive: tuple[str, ...], **selection: Any)
     for x in keyless:
         click.echo(f"skipped {where(x)}: no key and no account_id in the payload", err=True)
     if stuck := Counter(x.reason for x, _ in keyed if x.reason not in CURABLE):
-        listed = ", ".join(f"{r}: {n}" for r, n in sorted(stuck.items()))
+        listed = escape_controls(", ".join(f"{r}: {n}" for r, n in sorted(stuck.items())))
         click.echo(f"note: refused for their content, these will be refused again ({listed})", err=True)
     if dry_run and keyed:
         print_letters([x for x, _ in keyed], title=f"would send to {settings.charges_topic}")

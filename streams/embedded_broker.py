@@ -5,7 +5,7 @@ while the broker keeps running, and `billing dev down` (another process) must fi
 exactly the broker that `up` started, never some other broker that happens to answer.
 
 Tansu stores topics in memory only and auto-creates unknown topics with 4 partitions on a
-Metadata request (DESIGN.md §7), so `ensure_topics` must run before anything produces.
+Metadata request, so `ensure_topics` must run before anything produces.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ _TOPIC_ALREADY_EXISTS = 36
 
 class BrokerError(RuntimeError):
     """The embedded broker could not be started, stopped or set up (message is for humans)."""
+
+
+class BrokerUnreachableError(BrokerError):
+    """No broker answers at the bootstrap address (start one; nothing else is wrong)."""
 
 
 class TopicMismatchError(BrokerError):
@@ -289,7 +293,7 @@ async def ensure_topics(settings: Settings, *, retention_ms: int | None = -1) ->
     try:
         await admin.start()
     except KafkaError as exc:
-        raise BrokerError(f"no Kafka broker answers at {settings.kafka_bootstrap}: {exc}") from exc
+        raise BrokerUnreachableError(f"no Kafka broker answers at {settings.kafka_bootstrap}: {exc}") from exc
     try:
         created: set[str] = set()
         for name in names:

@@ -24,11 +24,12 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import asyncpg
 
 from streams.config import Settings
+from streams.redaction import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +39,6 @@ _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 
 class PostgresError(RuntimeError):
     """Postgres could not be reached, created, started or stopped (message is for humans)."""
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced by `***`, fit for logs and terminals."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.netloc.rsplit("@", 1)[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def database_name(url: str) -> str | None:
@@ -308,7 +299,7 @@ class EmbeddedPostgres:
         (the database recorded by ensure_database, else `postgres`)."""
         await asyncio.to_thread(self._start_sync, wait)
         old = self.recorded_url()
-        url = self._url(database_name(old) if old else "postgres")
+        url = self._url((database_name(old) if old else None) or "postgres")
         self.url_file.write_text(url + "\n")
         return url
 

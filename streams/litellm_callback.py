@@ -48,7 +48,7 @@ from streams.usage import UsageError, parse_usage, usage_of
 
 log = logging.getLogger(__name__)
 
-#: LiteLLM's custom_llm_provider -> our provider slug (DESIGN §2 uses `googleai` for Gemini).
+#: LiteLLM's custom_llm_provider -> our provider slug (`googleai` for Gemini).
 PROVIDER_SLUGS: Mapping[str, str] = {
     "gemini": "googleai",
     "vertex_ai": "googleai",

@@ -7,33 +7,24 @@ JSON object per line with BILLING_LOG_FORMAT=json.
 
 Why redaction in the handler, not just care at each call site: a library may log a URL or an
 exception text that carries a credential (asyncpg and aiokafka errors can quote their
-arguments). The filter masks `user:password@` in URLs and every configured secret value in the
-final text of every record, including tracebacks.
+arguments). The filter masks URL passwords (`user:password@`, `?password=`; see
+`streams.redaction`) and every configured secret value in the final text of every record,
+including tracebacks.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from datetime import UTC, datetime
 from typing import Any
 
 from streams.config import Settings
+from streams.redaction import redact_text
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is emitted.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
-MASK = "***"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """`text` with URL passwords and the given secret values replaced by ***."""
-    text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
-    for secret in secrets:
-        text = text.replace(secret, MASK)
-    return text
 
 
 class RedactingFilter(logging.Filter):
@@ -49,12 +40,12 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a bad format string must not lose the record
             message = str(record.msg)
-        record.msg, record.args = redact(message, self.secrets), None
+        record.msg, record.args = redact_text(message, self.secrets), None
         if record.exc_info:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
         if record.exc_text:
-            record.exc_text = redact(record.exc_text, self.secrets)
+            record.exc_text = redact_text(record.exc_text, self.secrets)
         return True
 
 

@@ -36,7 +36,7 @@ class Prepared:
     """Decoded records waiting for their Postgres transaction, and the events to ack after it."""
 
     batch: Batch
-    events: list[EventT] = field(default_factory=list)
+    events: list[EventT[Any]] = field(default_factory=list)
     deliveries: list[asyncio.Future[Any]] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
 
@@ -65,9 +65,9 @@ class Meter:
         s = self.settings
         stamp = message.timestamp
         now = datetime.fromtimestamp(stamp, UTC) if stamp else datetime.now(UTC)
-        return Limits(now, s.max_clock_skew, s.zone, None, waived_rules(message.headers))
+        return Limits.for_record(now, s.max_clock_skew, s.zone, waived_rules(message.headers))
 
-    async def prepare(self, events: Sequence[EventT]) -> AsyncIterator[Prepared]:
+    async def prepare(self, events: Sequence[EventT[Any]]) -> AsyncIterator[Prepared]:
         """Decode and validate, starting the DLQ sends; yields chunks of at most batch_charges
         charges, each decoded only when the caller asks for it, so that a take of large records
         never holds more than the chunk being decoded and the one committing. Nothing is
@@ -170,11 +170,11 @@ class Meter:
         self, batch: Batch, charges: list[PendingCharge] | None, reason: str, detail: str
     ) -> None:
         """Dead-letter charges decided at flush time (or a whole record), durably."""
-        letters = []
+        letters: list[tuple[int, int, int | None, bytes | None, bytes]] = []
         if charges is None:
             [(partition, offset)] = batch.records
             source = batch.records[(partition, offset)]
-            letters.append((partition, offset, None, source.key, source.value))
+            letters.append((partition, offset, None, source.key, source.value))  # the whole record
         else:
             for c in charges:
                 source = batch.records[(c.partition, c.offset)]
@@ -236,4 +236,5 @@ class Meter:
             },
         )
         self.dlq_by_reason[rejection.reason] = self.dlq_by_reason.get(rejection.reason, 0) + 1
-        return await self.dlq_topic.send(key=message.key, value=dlq.encode(letter))
+        sent: asyncio.Future[Any] = await self.dlq_topic.send(key=message.key, value=dlq.encode(letter))
+        return sent

@@ -148,7 +148,7 @@ class Metrics:
 
     def set_lag(self, partition: int, end_offset: int, next_offset: int) -> None:
         self.end_offset.labels(str(partition)).set(end_offset)
-        # Clamped: on Tansu the end offset under-reports (DESIGN §7) and can trail the position.
+        # Clamped: on Tansu the end offset under-reports and can trail the position.
         self.lag.labels(str(partition)).set(max(0, end_offset - next_offset))
 
     def set_days(self, open_days: int, final_until: float | None, now: float | None = None) -> None:

@@ -12,7 +12,6 @@ import asyncio
 import collections
 import contextlib
 import io
-import json
 import logging
 import os
 import sys
@@ -28,8 +27,13 @@ from pydantic import ValidationError
 from schemas.charge import Charge
 from streams.cli_common import read_settings
 from streams.config import Settings
-from streams.decode import classify
-from streams.producer import ChargeProducer, DeliveryError, to_charge
+from streams.decode import Limits, classify, decode_record
+from streams.delivery import BrokerUnavailableError
+from streams.embedded_broker import BrokerError, BrokerUnreachableError
+from streams.errors import broker_unreachable
+from streams.json_input import JsonInputError, load_json
+from streams.output_safety import escape_controls
+from streams.producer import ChargeProducer, DeliveryError, encode_charge, to_charge
 from streams.synthetic import synthetic_charges
 
 PROGRESS_THRESHOLD = 10_000  # below this a progress bar only flickers
@@ -51,8 +55,9 @@ event_id and occurred_at are filled in when absent (a re-sent line then counts a
 event_id to make re-sending safe). Blank lines are skipped.
 
 \b
-Exit status: 0 all sent; 1 some lines rejected (the valid ones were sent) or Kafka unreachable
-or a delivery failed after retries. Kafka is BILLING_KAFKA_BOOTSTRAP (default 127.0.0.1:9092).
+Exit status: 0 all sent; 1 some lines rejected (the valid ones were sent) or a delivery failed
+after retries; 4 no broker answers. Kafka is BILLING_KAFKA_BOOTSTRAP (default 127.0.0.1:9092).
+Lines are checked with the worker's rules (a line it would refuse is rejected here).
 """
 
 
@@ -111,17 +116,14 @@ class _LineFeed:
                 yield line
 
 
-def parse_line(raw: bytes, settings: Settings) -> Charge:
-    """One input line -> a Charge, or ValueError with a one-line reason (no input values).
-
-    Lines are decoded one by one so that one line of bad UTF-8 costs that line, not the run.
-    """
+def parse_line(raw: bytes, settings: Settings, now: datetime | None = None) -> Charge:
+    """One input line -> a Charge, or ValueError `reason: detail` (no values). The worker's rules
+    by the worker's code: bytes read by streams.json_input, the record decoded by decode_record,
+    so a charge it would refuse at decoding is refused here, never reported as produced."""
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"invalid_utf8: {exc.reason} at byte {exc.start}") from None
-    except ValueError as exc:
-        raise ValueError(f"invalid_json: {exc}") from None
+        data = load_json(raw)
+    except JsonInputError as exc:
+        raise ValueError(str(exc)) from None
     if not isinstance(data, dict):
         raise ValueError("not_an_object: a line must be one JSON object")
     try:
@@ -131,8 +133,10 @@ def parse_line(raw: bytes, settings: Settings) -> Charge:
         raise ValueError(f"{reason}: {detail}") from None
     except ValueError as exc:  # no account/user and no profile resolver
         raise ValueError(f"missing_field: {str(exc).splitlines()[0]}") from None
-    if charge.occurred_at - datetime.now(UTC) > settings.max_clock_skew:  # the worker's rule
-        raise ValueError(f"future_timestamp: occurred_at is more than {settings.max_clock_skew} ahead")
+    # The record will be stamped about now; too late is the sink's verdict, from the day closures.
+    limits = Limits.for_record(now or datetime.now(UTC), settings.max_clock_skew, settings.zone)
+    for refused in decode_record(encode_charge(charge), charge.account_id.encode(), limits).rejections:
+        raise ValueError(f"{refused.reason}: {refused.detail}")
     return charge
 
 
@@ -176,12 +180,9 @@ async def _produce(
         if settings.kafka_is_loopback:
             # The embedded broker (Tansu) would auto-create the topic with 4 partitions on our
             # first send; real clusters are left alone (topics there are an operator's call).
-            from streams.embedded_broker import BrokerError, ensure_topics
+            from streams.embedded_broker import ensure_topics
 
-            try:
-                await ensure_topics(settings)
-            except BrokerError as exc:
-                raise click.ClickException(str(exc).splitlines()[0]) from None
+            await ensure_topics(settings)  # no broker: BrokerUnreachableError, one line below
         with _progress(show_progress) as progress:
             task = progress.add_task("produce", total=total, charges=0)
             if synthetic is not None:
@@ -203,9 +204,8 @@ async def _produce(
                         charge = parse_line(line, settings)
                     except ValueError as exc:
                         rejected += 1
-                        progress.console.print(
-                            f"line {number}: {exc}", markup=False, highlight=False, soft_wrap=True
-                        )
+                        why = escape_controls(f"line {number}: {exc}")  # names an input's field
+                        progress.console.print(why, markup=False, highlight=False, soft_wrap=True)
                         continue
                     await producer.send(charge)
                     sent += 1
@@ -285,10 +285,14 @@ def produce(
         charges, records, rejected, seconds = asyncio.run(
             _produce(settings, source, spec, not no_batch, show_progress)
         )
+    except (BrokerUnavailableError, BrokerUnreachableError) as exc:
+        raise broker_unreachable(settings.kafka_bootstrap) from exc
     except DeliveryError as exc:
-        raise click.ClickException(str(exc).splitlines()[0]) from None
+        raise click.ClickException(str(exc).splitlines()[0]) from exc
+    except BrokerError as exc:  # e.g. a topic with another partition count
+        raise click.ClickException(str(exc).splitlines()[0]) from exc
     except OSError as exc:
-        raise click.ClickException(f"cannot read input: {exc.strerror or exc}") from None
+        raise click.ClickException(f"cannot read input: {exc.strerror or exc}") from exc
     rate = charges / seconds if seconds > 0 else 0.0
     click.echo(f"produced {charges} charges in {records} records ({rate:,.0f}/s)", err=True)
     if rejected:

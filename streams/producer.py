@@ -1,4 +1,4 @@
-"""The producer library: charges onto the `charges` topic, batched per account (DESIGN §2, §6).
+"""The producer library: charges onto the `charges` topic, batched per account.
 
 Records follow `streams.records` (one account's charges as a JSON array, key = account_id).
 Every delivery is confirmed, retried with capped exponential backoff, and a final failure always
@@ -29,7 +29,7 @@ from streams.delivery import (
     retriable,
 )
 from streams.kafka import aiokafka_options, idempotent_producer
-from streams.records import (  # noqa: F401  (re-exported: the producer's public vocabulary)
+from streams.records import (
     MAX_RECORD_BYTES,
     MAX_RECORD_CHARGES,
     OpenRecord,
@@ -40,6 +40,20 @@ from streams.records import (  # noqa: F401  (re-exported: the producer's public
 )
 
 log = logging.getLogger(__name__)
+
+__all__ = [  # the producer's public vocabulary, some of it defined next door
+    "MAX_RECORD_BYTES",
+    "MAX_RECORD_CHARGES",
+    "BrokerUnavailableError",
+    "ChargeProducer",
+    "DeliveryError",
+    "OpenRecord",
+    "create_charge",
+    "encode_charge",
+    "set_profile_resolver",
+    "split_batches",
+    "to_charge",
+]
 
 
 class ChargeProducer:
@@ -106,7 +120,8 @@ class ChargeProducer:
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
-        return delay * random.uniform(0.8, 1.2)  # jitter: producers do not retry in lockstep
+        jitter: float = random.uniform(0.8, 1.2)  # producers do not retry in lockstep
+        return float(delay) * jitter
 
     async def start(self) -> None:
         """Connect, retrying like a delivery; `BrokerUnavailableError` names the bootstrap."""
@@ -165,7 +180,7 @@ class ChargeProducer:
             await self._emit(rec)
         while self._buffered > self._max_buffered:
             await self._emit(next(iter(self._buffers.values())))
-        return future  # type: ignore[return-value]
+        return future  # type: ignore[no-any-return]
 
     async def send_and_wait(self, charge: Charge | Mapping[str, Any]) -> RecordMetadata:
         """Send one charge and wait until Kafka has it (the linger, then the round trip)."""

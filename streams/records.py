@@ -1,4 +1,4 @@
-"""What producers write: valid charges, and records of one account's charges (DESIGN §2, §5).
+"""What producers write: valid charges, and records of one account's charges.
 
 Batched because a Faust worker pays per record, not per charge: a record holds up to 500
 charges (~1 MB) of one account, key = account_id, so that every charge of an account lands on
@@ -80,7 +80,8 @@ class OpenRecord:
     __slots__ = ("attempts", "future", "key", "opened_at", "parts", "single", "size")
 
     def __init__(self, key: bytes, future: Any = None, single: bool = False, opened_at: float = 0.0) -> None:
-        self.key, self.future, self.parts, self.attempts = key, future, [], 0
+        self.key, self.future, self.attempts = key, future, 0
+        self.parts: list[bytes] = []
         self.opened_at = opened_at
         self.size = 1  # "[" ; each part adds its length plus one "," or "]"
         self.single = single  # batch=False: the one charge as a bare JSON object

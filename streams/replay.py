@@ -6,7 +6,7 @@ row that went missing has no fence and gets its charges back, and `billing_seen_
 each event_id's first coordinates, so a replay of that very record is not taken for a re-send.
 
 Why timestamps are checked against records: Tansu answers `offsets_for_times` by append time
-and under-reports end offsets (DESIGN §7). Every answer is verified by reading the records around
+and under-reports end offsets. Every answer is verified by reading the records around
 it, a wrong one replaced by bisecting over records (right on any broker); ends are read, never
 trusted. The pure parts take a "timestamp at offset" function: unit tests need no broker.
 """
@@ -208,7 +208,7 @@ async def committed_offsets(
     admin: AIOKafkaAdminClient, group: str, topic: str, partitions: Iterable[int]
 ) -> dict[int, int | None]:
     """The group's committed offsets (None: never committed). Partitions are always listed
-    explicitly: without them aiokafka breaks on Tansu (DESIGN §7)."""
+    explicitly: without them aiokafka breaks on Tansu."""
     tps = [TopicPartition(topic, p) for p in partitions]
     answer = await admin.list_consumer_group_offsets(group, partitions=tps)
     return {

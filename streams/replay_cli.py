@@ -1,4 +1,4 @@
-"""`billing replay` and `billing rebuild`: the operator's side of DESIGN §4.5.
+"""`billing replay` and `billing rebuild`: putting the rows right from the topic, for operators.
 
 Every refusal is one line on stderr and a non-zero exit, raised before anything is committed or
 written: bad input, unknown partitions, offsets beyond the end, a future timestamp, live workers.
@@ -17,8 +17,10 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from streams import errors
 from streams.cli_common import load_settings, read_settings
 from streams.config import Settings, parse_duration
+from streams.output_safety import escape_controls
 
 T = TypeVar("T")
 _AGO = re.compile(r"^\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d|w)\s*(?:ago)?\s*$")
@@ -39,7 +41,7 @@ It is checked against the records' own timestamps (brokers differ in how they an
 partition is never moved past where the group stands (that would skip charges). Stopped workers
 may stay listed in the group for BILLING_KAFKA_SESSION_TIMEOUT; replay waits that long, then
 refuses while any is alive. --force commits at once without waiting; the broker still refuses
-while the group has live members. Exit status: 0 done (or nothing to do), 1 refused.
+while the group has live members. Exit status: 0 done (or nothing to do), 1 refused, 4 no answer.
 """
 
 REBUILD_EPILOG = """\b
@@ -69,10 +71,10 @@ def parse_timestamp(text: str, zone: ZoneInfo, now: datetime) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; expected failures become one-line errors (exit 1)."""
+def _run(settings: Settings, coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; expected failures are one-line errors (exit 1, 4 or 5: see errors)."""
     import asyncpg
-    from aiokafka.errors import KafkaError
+    from aiokafka.errors import KafkaConnectionError, KafkaError
 
     from streams.replay import GroupBusyError
 
@@ -82,13 +84,13 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     except KeyError:
         raise  # a bug, not an operator's mistake: keep the traceback
     except (ValueError, LookupError, GroupBusyError) as exc:
-        raise click.ClickException(str(exc).splitlines()[0]) from None
-    except (OSError, asyncpg.PostgresError, KafkaError, TimeoutError) as exc:
-        text = str(exc).splitlines()[0] if str(exc) else ""
-        name = type(exc).__name__
-        raise click.ClickException(
-            text if text.startswith(name) else f"{name}: {text}".rstrip(": ")
-        ) from None
+        raise click.ClickException(errors.one_line(str(exc).splitlines()[0])) from exc
+    except KafkaConnectionError as exc:
+        raise errors.broker_unreachable(settings.kafka_bootstrap) from exc
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        raise errors.postgres_failure(exc, settings.dsn) from exc
+    except KafkaError as exc:
+        raise click.ClickException(errors.reason(exc)) from exc
 
 
 @click.command(epilog=REPLAY_EPILOG)
@@ -103,7 +105,7 @@ def replay(from_timestamp: str | None, to_offsets: str | None, dry_run: bool, fo
     if (from_timestamp is None) == (to_offsets is None):
         raise click.UsageError("give exactly one of --from-timestamp or --to-offsets")
     settings = read_settings()
-    _run(_replay(settings, from_timestamp, to_offsets, dry_run, force))
+    _run(settings, _replay(settings, from_timestamp, to_offsets, dry_run, force))
 
 
 async def _replay(
@@ -147,7 +149,9 @@ async def _replay(
     what = f"from {target.isoformat()}" if target else f"to offsets {offsets}"
     click.echo(f"replay of topic {topic} for consumer group {group} {what}{' (dry run)' if dry_run else ''}")
     if dry_run:
-        ranges = {p: tuple(sorted((pl.new or 0, pl.position))) for p, pl in plans.items()}
+        ranges = {
+            p: (min(pl.new or 0, pl.position), max(pl.new or 0, pl.position)) for p, pl in plans.items()
+        }
         counts = await count_between(settings, ranges)
         for p, plan in plans.items():
             plan.records_between = counts[p]
@@ -155,7 +159,8 @@ async def _replay(
     changes = {p: plan.new for p, plan in plans.items() if plan.new is not None and plan.new != plan.position}
     if dry_run:
         if members:
-            click.echo(f"listed members of the group: {', '.join(members)} (a real run refuses live ones)")
+            listed = escape_controls(", ".join(members))  # client ids: whatever the clients sent
+            click.echo(f"listed members of the group: {listed} (a real run refuses live ones)")
         return
     if not changes:
         click.echo("nothing to rewind: the group already stands there")
@@ -259,7 +264,9 @@ def rebuild(
     settings = load_settings()
     if show_progress is None:
         show_progress = sys.stderr.isatty()
-    result = _run(_rebuild(settings, first.date(), last.date(), dry_run, show_progress, drop_sources))
+    result = _run(
+        settings, _rebuild(settings, first.date(), last.date(), dry_run, show_progress, drop_sources)
+    )
     span = f"{first.date()}..{last.date()}" if first != last else str(first.date())
     click.echo(
         f"rebuilt {span} from {result.records:,} records ({result.charges:,} charges in range): "

@@ -37,7 +37,7 @@ async def check_retention(settings: Settings) -> list[str]:
         await admin.close()
     warnings = []
     ms = configs.get("retention.ms")
-    if ms not in (None, "-1") and int(ms) < needed.total_seconds() * 1000:
+    if ms is not None and ms != "-1" and int(ms) < needed.total_seconds() * 1000:
         warnings.append(
             f"topic {topic} keeps records for {int(ms) / 86_400_000:g} days (retention.ms={ms}); replay and "
             f"rebuild need at least {needed.total_seconds() / 86400:g} days (BILLING_LATE_HORIZON + 1 day "

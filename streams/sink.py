@@ -101,7 +101,8 @@ def _days_by_partition(batch: Batch) -> dict[int, tuple[date, date]]:
 
 
 class PostgresSink:
-    """Writes batches and closes days; safe to share between the agent and the timers."""
+    """Writes batches (and runs the day closer's transactions); safe to share between the agent
+    and the timers: one operation at a time per connection."""
 
     def __init__(
         self,

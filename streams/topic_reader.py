@@ -1,7 +1,7 @@
 """Read a topic to its end without trusting the broker's end offsets.
 
-Tansu reports a partition's high watermark as the base offset of its last record batch + 1
-(DESIGN §7), so "read until end_offsets" stops short there. This reader keeps fetching until
+Tansu reports a partition's high watermark as the base offset of its last record batch + 1,
+so "read until end_offsets" stops short there. This reader keeps fetching until
 each partition is both past its reported end and quiet for `settle` seconds, which is right on
 real Kafka too (where the first condition alone would do).
 """

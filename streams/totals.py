@@ -1,4 +1,4 @@
-"""`billing totals`: daily totals read from `daily_billing_records` (DESIGN.md §6).
+"""`billing totals`: daily totals read from `daily_billing_records`.
 
 The query builder is pure so the SQL can be tested without a database. Values only ever travel
 as bound parameters ($1, $2, ...); column names come from the fixed `GROUP_COLUMNS` whitelist,
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
-import io
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,15 +16,14 @@ from dataclasses import dataclass
 from datetime import date
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 import click
-from pydantic import ValidationError
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
+from streams import errors, output_safety
 from streams.cli_common import load_settings
 
 #: Group-by name (what a user types) -> column of `daily_billing_records` (what SQL sees).
@@ -46,6 +43,8 @@ _COUNTS: tuple[str, ...] = (*METRICS, "rows")
 _FILTERS: tuple[str, ...] = ("account", "user", "provider", "charge_type")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _HEADERS = {k: k.removesuffix("_tokens").removesuffix("_count") for k in _COUNTS}
+#: Rows a table shows unless --limit says otherwise: a screenful or two, not thousands of lines.
+TABLE_LIMIT = 100
 
 
 @dataclass(frozen=True)
@@ -144,10 +143,12 @@ async def fetch_totals(
         await conn.close()
 
 
-def render_table(rows: Sequence[Mapping[str, Any]], console: Console) -> None:
+def render_table(rows: Sequence[Mapping[str, Any]], console: Console, limit: int = 0) -> None:
     """Print a human table: thousands separators, a totals footer, provisional rows marked.
 
     Wider than the console, it is printed at natural width: squeezing shows `1,23…` for an amount.
+    Stored ids are shown as literal text (no markup, controls escaped). With `limit`, only the
+    first rows are listed, but the footer still sums all of them and the caption says so.
     """
     if not rows:
         console.print("No billing records match.")
@@ -155,14 +156,18 @@ def render_table(rows: Sequence[Mapping[str, Any]], console: Console) -> None:
     groups = [k for k in rows[0] if k not in _COUNTS and k != "final"]
     sums = {k: sum(int(r[k]) for r in rows) for k in _COUNTS}
     all_final = all(r["final"] for r in rows)
-    table = Table(show_footer=True, caption="provisional = the day is still open; sums may grow")
+    caption = "provisional = the day is still open; sums may grow"
+    if 0 < limit < len(rows):
+        caption = f"first {limit:,} of {len(rows):,} rows (--limit 0 shows all); TOTAL sums all; " + caption
+        rows = rows[:limit]
+    table = Table(show_footer=True, caption=caption)
     for i, key in enumerate(groups or ["scope"]):
         table.add_column(key, footer="TOTAL" if i == 0 else "", no_wrap=True)
     for key in _COUNTS:
         table.add_column(_HEADERS[key], footer=f"{sums[key]:,}", justify="right", no_wrap=True)
     table.add_column("status", footer="final" if all_final else "provisional", no_wrap=True)
     for r in rows:
-        cells = [str(r[k]) for k in groups] if groups else ["all"]
+        cells: list[Any] = [output_safety.plain(r[k]) for k in groups] if groups else ["all"]
         cells += [f"{int(r[k]):,}" for k in _COUNTS]
         cells.append("final" if r["final"] else "[yellow]provisional[/]")
         table.add_row(*cells)
@@ -184,20 +189,14 @@ def to_json(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def to_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """CSV with a header row (from `columns`, so an empty result still has one)."""
+    """CSV with a header row (from `columns`, so an empty result still has one); ids that a
+    spreadsheet would run as formulas are neutralised (see streams.output_safety)."""
     header = list(columns) if columns is not None else (list(rows[0]) if rows else [])
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    for r in rows:
-        writer.writerow([str(r[k]).lower() if isinstance(r[k], bool) else _plain(r[k]) for k in header])
-    return out.getvalue()
+    cells = ([str(r[k]).lower() if isinstance(r[k], bool) else _plain(r[k]) for k in header] for r in rows)
+    return output_safety.to_csv(header, cells)
 
 
-class _InputError(click.ClickException):
-    """A bad option value: one line on stderr, exit status 2 like click's usage errors."""
-
-    exit_code = 2
+_InputError = errors.UsageFailure
 
 
 def _parse_day(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
@@ -209,45 +208,12 @@ def _parse_day(ctx: click.Context, param: click.Parameter, value: str | None) ->
     raise _InputError(f"{param.opts[0]}: {value!r} is not a date; use YYYY-MM-DD")
 
 
-def _redact(text: str, dsn: str) -> str:
-    """Remove the DSN's password (raw and URL-decoded) from `text`, and make it one line."""
-    secrets: set[str] = set()
-    try:
-        parts = urlsplit(dsn)
-        userinfo = parts.netloc.rpartition("@")[0]
-        if ":" in userinfo:
-            secrets.add(userinfo.partition(":")[2])
-        secrets.update(parse_qs(parts.query).get("password", []))
-    except ValueError:
-        pass
-    for secret in {s for s in secrets if s} | {unquote(s) for s in secrets if s}:
-        text = text.replace(secret, "***")
-    return " ".join(text.split())
-
-
-def _target(dsn: str) -> str:
-    """`host:port/db` for error messages: enough to debug, nothing secret."""
-    try:
-        parts = urlsplit(dsn)
-        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"
-    except ValueError:
-        return "the configured database"
-
-
 async def _run(dsn: str, q: TotalsQuery) -> list[dict[str, Any]]:
-    try:
-        conn = await asyncpg.connect(dsn, timeout=10)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as e:
-        reason = _redact(str(e) or type(e).__name__, dsn)
-        raise click.ClickException(f"cannot connect to Postgres at {_target(dsn)}: {reason}") from None
+    conn = await errors.connect(dsn)
     try:
         return await fetch_totals(conn, q)
-    except asyncpg.UndefinedTableError:
-        raise click.ClickException(
-            "table daily_billing_records does not exist; run `billing migrate` first"
-        ) from None
     except asyncpg.PostgresError as e:
-        raise click.ClickException(f"totals query failed: {_redact(str(e), dsn)}") from None
+        raise errors.postgres_failure(e, dsn) from e
     finally:
         await conn.close()
 
@@ -259,6 +225,7 @@ Examples:
   billing totals --account acme --group-by date,provider
   billing totals --provider openai --provider anthropic --format csv > nov.csv
   billing totals --group-by account --final-only --format json
+  billing totals --limit 0                       every row (a table shows 100 by default)
 
 Rows of days still open are marked provisional: their sums may still grow.
 Connection: BILLING_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/billing).
@@ -277,22 +244,29 @@ Connection: BILLING_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/b
     "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
 )
 @click.option("--final-only", is_flag=True, help="Count only finalized (closed) days.")
-def totals(group_by: str, fmt: str, **filters: Any) -> None:
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help=f"At most N rows; 0 = all [default: {TABLE_LIMIT} for table, all for json and csv].",
+)
+def totals(group_by: str, fmt: str, limit: int | None, **filters: Any) -> None:
     """Daily billing totals from Postgres, summed per group."""
     try:
         q = TotalsQuery(group_by=parse_group_by(group_by), **filters)  # options named like fields
         build_totals_sql(q)  # validates group-by names and dates before touching the network
     except ValueError as e:
         raise _InputError(str(e)) from None
-    try:
-        dsn = load_settings().dsn
-    except ValidationError as e:  # name the setting and the rule, never echo the value
-        why = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        raise click.ClickException(f"invalid configuration: {' '.join(why.split())}") from None
-    rows = asyncio.run(_run(dsn, q))
+    rows = asyncio.run(_run(load_settings().dsn, q))
+    limit = (TABLE_LIMIT if fmt == "table" else 0) if limit is None else limit
+    if fmt == "table":
+        render_table(rows, output_safety.console(), limit)
+        return
+    shown = rows[:limit] if limit else rows
     if fmt == "json":
-        click.echo(to_json(rows))
-    elif fmt == "csv":
-        click.echo(to_csv(rows, output_columns(q)), nl=False)
+        output_safety.echo_data(to_json(shown))
     else:
-        render_table(rows, Console())
+        output_safety.echo_data(to_csv(shown, output_columns(q)), nl=False)
+    if len(shown) < len(rows):
+        click.echo(f"showing {len(shown):,} of {len(rows):,} rows (--limit 0 shows all)", err=True)

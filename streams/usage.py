@@ -1,4 +1,4 @@
-"""Token usage from LLM provider responses, as charge fields (DESIGN §2; docs/llm-apps.md).
+"""Token usage from LLM provider responses, as charge fields ( docs/llm-apps.md).
 
 Providers disagree on which counts sit inside which, and getting that wrong bills cached or
 reasoning tokens twice or not at all (LiteLLM #8784). A Charge has one rule: `cached_tokens` is
@@ -99,7 +99,7 @@ def _count(obj: Any, *names: str) -> int:
         value = int(value)  # a JSON round trip through some proxies turns 12 into 12.0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise UsageError(f"usage field {names[0]} is {value!r}; expected an integer >= 0")
-    return value
+    return int(value)
 
 
 def detect_shape(usage: Any) -> Shape:

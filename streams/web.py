@@ -95,13 +95,15 @@ def install(app: faust.App, settings: Settings, sink: PostgresSink, metrics: Met
     metrics.pg_up.set_function(lambda: 1.0 if sink.connected else 0.0)
     metrics.assigned.set_function(lambda: float(len(readiness.partitions())))
 
-    @app.on_partitions_revoked.connect
-    async def on_revoked(sender: Any, revoked: Any = (), **kwargs: Any) -> None:
+    # Faust declares its receivers narrower than it calls them: the ignores below say so.
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        revoked = kwargs.get("revoked", ())
         readiness.recovered = False
         metrics.forget_partitions({tp.partition for tp in revoked if tp.topic == settings.charges_topic})
 
-    @app.on_rebalance_complete.connect
-    async def on_complete(sender: Any, **kwargs: Any) -> None:
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def on_complete(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         readiness.recovered = True
         log.info(
             "assignment complete: %d partitions of %s", len(readiness.partitions()), settings.charges_topic
@@ -124,7 +126,7 @@ async def _refresh_lag(app: faust.App, readiness: Readiness, metrics: Metrics) -
     """Lag = end offset - next offset to apply (ours once flushed, else the consumer position).
 
     On real Kafka the end offset is exact. On Tansu it is the base offset of the last record
-    batch + 1 (DESIGN §7), so the lag reads low there, down to 0 while records remain.
+    batch + 1, so the lag reads low there, down to 0 while records remain.
     """
     partitions = readiness.partitions()
     if not partitions:

@@ -6,10 +6,40 @@ import asyncio
 import logging
 import os
 
-from streams import logs
+from streams import errors, logs
 from streams.config import Settings
+from streams.redaction import url_target
 
 log = logging.getLogger("streams.worker")
+
+
+async def preflight(settings: Settings) -> None:
+    """Refuse to start, in one line with its exit code, when Postgres or the broker is away or
+    the schema is older than this code: inside Faust each would be a long traceback and a crash
+    that a supervisor restarts forever."""
+    from streams.embedded_broker import BrokerUnreachableError, ensure_topics
+    from streams.migrate import available_migrations, current_version
+
+    conn = await errors.connect(settings.dsn)
+    try:
+        version = await current_version(conn)
+    finally:
+        await conn.close()
+    wanted = available_migrations()[-1].version
+    if version < wanted:
+        raise errors.NotReady(
+            f"the database at {url_target(settings.dsn)} is at schema version {version}, "
+            f"this worker needs {wanted}: run `billing migrate`"
+        )
+    chatter = logging.getLogger("aiokafka")  # it logs each refused connect: the line below says it
+    level = chatter.level
+    chatter.setLevel(logging.CRITICAL)
+    try:
+        await ensure_topics(settings)
+    except BrokerUnreachableError as exc:
+        raise errors.broker_unreachable(settings.kafka_bootstrap) from exc
+    finally:
+        chatter.setLevel(level)
 
 
 def run_worker(settings: Settings) -> None:
@@ -17,11 +47,10 @@ def run_worker(settings: Settings) -> None:
     import faust
 
     from streams.app import create_app
-    from streams.embedded_broker import ensure_topics
     from streams.retention import check_retention
 
     logs.configure(settings)  # until Faust installs the same configuration at start
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(preflight(settings))  # also creates the topics when they are missing
     # Replay and rebuild need the records of the late horizon: say so now, not when they fail.
     for warning in asyncio.run(check_retention(settings)):
         log.warning("%s", warning)

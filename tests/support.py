@@ -163,13 +163,13 @@ async def wait_until(
 
 
 def ground_truth(charges: Iterable[Mapping[str, Any]], zone: ZoneInfo) -> dict[tuple, dict[str, int]]:
-    """Expected rows from produced charge dicts: distinct event_ids, date in `zone`."""
-    seen: set[str] = set()
+    """Expected rows from produced charge dicts: distinct (account_id, event_id), date in `zone`."""
+    seen: set[tuple[str, str]] = set()
     out: dict[tuple, dict[str, int]] = defaultdict(lambda: dict.fromkeys((*SUMS, "charge_count"), 0))
     for c in charges:
-        if c["event_id"] in seen:
+        if (c["account_id"], c["event_id"]) in seen:
             continue
-        seen.add(c["event_id"])
+        seen.add((c["account_id"], c["event_id"]))
         when = c["occurred_at"]
         if isinstance(when, str):
             when = datetime.fromisoformat(when.replace("Z", "+00:00"))

@@ -60,7 +60,8 @@ def _filters(
 async def _fetch(request: Request, sql: str, *params: Any) -> list[asyncpg.Record]:
     service = request.app.state.service
     try:
-        return await service.pool.fetch(sql, *params)
+        rows: list[asyncpg.Record] = await service.pool.fetch(sql, *params)
+        return rows
     except (
         OSError,
         asyncpg.InterfaceError,
@@ -127,14 +128,21 @@ def _query(
     return UsageQuery(start, to, window, names, filters, limit, offset)
 
 
-USAGE_DOC = {
-    "response_model": UsagePage,
-    "response_model_by_alias": True,
-    "responses": {**AUTH_RESPONSES, 400: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+READ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **AUTH_RESPONSES,
+    400: {"model": ErrorBody},
+    503: {"model": ErrorBody},
 }
 
 
-@router.get("/v1/usage", operation_id="get_usage", summary="Usage per window and group", **USAGE_DOC)
+@router.get(
+    "/v1/usage",
+    operation_id="get_usage",
+    summary="Usage per window and group",
+    response_model=UsagePage,
+    response_model_by_alias=True,
+    responses=READ_RESPONSES,
+)
 async def get_usage(
     request: Request,
     caller: Caller = Depends(reader),
@@ -165,7 +173,9 @@ async def get_usage(
     "/v1/accounts/{account_id}/usage",
     operation_id="get_account_usage",
     summary="One account's usage",
-    **USAGE_DOC,
+    response_model=UsagePage,
+    response_model_by_alias=True,
+    responses=READ_RESPONSES,
 )
 async def get_account_usage(
     request: Request,
@@ -202,7 +212,7 @@ def _encode_cursor(stamp: datetime, row_id: int) -> str:
     operation_id="get_usage_changes",
     summary="Daily rows revised since a cursor (for invoice exports)",
     response_model=ChangesPage,
-    responses={**AUTH_RESPONSES, 400: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    responses=READ_RESPONSES,
 )
 async def get_changes(
     request: Request,

@@ -67,8 +67,19 @@ def _day(name: str, text: str) -> date:
     raise BadRequest(f"{name}: {_quote(text)} is not a date; use YYYY-MM-DD", name)
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
 def _value(name: str, text: str) -> str:
     value = text.strip()
+    if "\x00" in value or not _utf8(value):
+        # Postgres text cannot hold NUL nor a lone surrogate, so no stored id has one.
+        raise BadRequest(f"{name}: {_quote(text)} holds a NUL byte or invalid UTF-8", name)
     if len(value) > 128:
         raise BadRequest(f"{name}: value longer than 128 characters", name)
     if name in ("provider", "charge_type"):
@@ -103,9 +114,8 @@ def parse_view(params: Mapping[str, Sequence[str]]) -> View:
     end = _day("to", single["to"]) if "to" in single else None
     if start and end and start > end:
         raise BadRequest(f"empty date range: from {start} is after to {end}", "from")
-    query = TotalsQuery(
-        **{k: tuple(dict.fromkeys(v)) for k, v in picked.items()}, date_from=start, date_to=end
-    )
+    filters: dict[str, Any] = {k: tuple(dict.fromkeys(v)) for k, v in picked.items()}
+    query = TotalsQuery(**filters, date_from=start, date_to=end)
     return View(query, by, metric)
 
 
@@ -115,7 +125,8 @@ async def check_known(conn: asyncpg.Connection, view: View) -> None:
         wanted: tuple[str, ...] = getattr(view.query, name)
         if not wanted:
             continue
-        rows = await fetch_totals(conn, TotalsQuery(group_by=(name,), **{name: wanted}))
+        only: dict[str, Any] = {name: wanted}
+        rows = await fetch_totals(conn, TotalsQuery(group_by=(name,), **only))
         known = {r[GROUP_COLUMNS[name]] for r in rows}
         missing = [v for v in wanted if v not in known]
         if missing:
@@ -136,7 +147,7 @@ def plain(row: Mapping[str, Any]) -> dict[str, Any]:
     """JSON-ready: dates as ISO text; a row is `revised` when late charges were added to it."""
     out = {k: v.isoformat() if isinstance(v, date) else v for k, v in row.items()}
     if "late_charge_count" in out:
-        out["revised"] = out["late_charge_count"] > 0
+        out["revised"] = int(out["late_charge_count"]) > 0
     return out
 
 

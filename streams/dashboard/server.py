@@ -1,4 +1,4 @@
-"""`billing dashboard`: a read-only web page over `daily_billing_records` (DESIGN §6).
+"""`billing dashboard`: a read-only web page over `daily_billing_records`.
 
 Why it is built this way:
 - Loopback by default (BILLING_DASHBOARD_HOST=127.0.0.1, BILLING_DASHBOARD_PORT=8088): billing
@@ -8,8 +8,9 @@ Why it is built this way:
   compared with hmac.compare_digest.
 - Read-only twice: it only issues SELECTs built by `streams.totals`, and its connections run
   with default_transaction_read_only, so even a bug cannot write.
-- Errors are JSON with a message for humans: 400 for bad parameters, 503 when Postgres is away,
-  500 without details otherwise (the traceback goes to the server log only).
+- Errors are JSON with a message for humans: 400 for bad parameters (a NUL byte included),
+  503 when Postgres is away, 500 without details otherwise (the traceback goes to the server
+  log only). A token that is set but blank is refused at start, never read as "no token".
 - Static assets ship in the package (streams/dashboard/static): no build step, no CDN.
 """
 
@@ -32,6 +33,7 @@ from aiohttp import web
 from streams.cli_common import load_settings
 from streams.config import Settings
 from streams.dashboard import data
+from streams.errors import UsageFailure
 from streams.totals import fetch_totals, output_columns, to_csv
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,9 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except data.BadRequest as exc:
         return _error(400, str(exc), field=exc.field)
+    except asyncpg.DataError as exc:  # a value Postgres cannot take (all values are the request's)
+        log.info("refused a value on %s: %s", request.path, type(exc).__name__)
+        return _error(400, "a parameter holds a value the database cannot take (e.g. a NUL byte)")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -198,8 +203,18 @@ async def _pool(app: web.Application) -> AsyncIterator[None]:
     await app[POOL].close()
 
 
+def check_token(token: str | None) -> None:
+    """Refuse a token that is set but blank: an empty BILLING_DASHBOARD_TOKEN once turned
+    authentication off without a word, and a token of spaces is no secret."""
+    if token is not None and not token.strip():
+        raise UsageFailure(
+            "BILLING_DASHBOARD_TOKEN is set but blank: set a real token, or unset it to serve without one"
+        )
+
+
 def create_app(settings: Settings, token: str | None = None) -> web.Application:
     """The dashboard application (tests run it in-process; the CLI serves it)."""
+    check_token(token)
     app = web.Application(middlewares=[guard])
     app[SETTINGS], app[TOKEN], app[DLQ] = settings, token or "", data.DlqStatus(settings)
     app.cleanup_ctx.append(_pool)
@@ -254,7 +269,8 @@ def dashboard(host: str | None, port: int | None) -> None:
     port = port if port is not None else settings.dashboard_port
     if not 0 < port < 65536:
         raise click.ClickException(f"port {port} is out of range")
-    token = settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
+    token = None if settings.dashboard_token is None else settings.dashboard_token.get_secret_value()
+    check_token(token)
     if not token and not _is_loopback(host):
         click.echo(f"warning: serving billing data on {host} without BILLING_DASHBOARD_TOKEN", err=True)
     try:
@@ -262,4 +278,4 @@ def dashboard(host: str | None, port: int | None) -> None:
     except KeyboardInterrupt:
         pass
     except OSError as exc:
-        raise click.ClickException(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+        raise click.ClickException(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc

@@ -43,7 +43,8 @@ pytestmark = pytest.mark.integration
 FIRST = date(2026, 11, 10)
 DAYS = [FIRST + timedelta(days=i) for i in range(14)]
 OPEN = set(DAYS[-2:])  # the last two days are still open: provisional rows
-ODD_USER = "o'brien <b>&amp;"  # shown as text, bound as a parameter
+# Shown as text (the page never parses data as HTML), bound as a parameter in SQL.
+ODD_USER = "o'brien <b>&amp;<img src=x onerror=\"document.title='pwned'\">"
 COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
 NUMBERS = (*COUNTS, "charge_count", "late_charge_count")
 KEY = ("account_id", "user_id", "provider", "date", "charge_type")
@@ -212,7 +213,7 @@ def _download(driver: Any, download_dir: Path) -> str:
     while not (files := list(download_dir.glob("*.csv"))):
         assert time.monotonic() < deadline, "the CSV download never arrived"
         time.sleep(0.1)
-    return files[0].read_text()
+    return files[0].read_bytes().decode()  # as served: CSV lines end in CRLF
 
 
 def drive(base: str, download_dir: Path, screenshot: Path) -> tuple[str, str]:
@@ -238,6 +239,7 @@ def drive(base: str, download_dir: Path, screenshot: Path) -> tuple[str, str]:
             ".map(li => [li.dataset.reason, li.dataset.count]))"
         )
         assert dlq == {"invalid_json": "2", "total_mismatch": "1"}
+        assert driver.title != "pwned" and not driver.find_elements("css selector", "table img")
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(1400, min(height, 1400))
         screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -315,6 +317,9 @@ async def _get(http: aiohttp.ClientSession, url: str, **kw: Any) -> tuple[int, A
         ("by=model", "by: 'model' is not one of provider, charge_type"),
         ("metric=cost", "metric: 'cost' is not one of"),
         ("from=2026-11-01&from=2026-11-02", "from may be given once"),
+        ("account=acme%00", "holds a NUL byte"),
+        ("user=%00", "holds a NUL byte"),
+        ("user=%ED%A0%80", "unknown user"),  # aiohttp reads bad UTF-8 as U+FFFD: a 400, never a 500
     ],
 )
 async def test_bad_parameters_get_a_clear_400(loaded: str, query: str, message: str) -> None:
@@ -412,4 +417,4 @@ async def test_command_serves_on_loopback_with_env_settings(loaded: str) -> None
         sys.executable, "-c", code, env=env, cwd=ROOT, stderr=asyncio.subprocess.PIPE
     )
     _, err = await asyncio.wait_for(bad.communicate(), 20)
-    assert bad.returncode == 1 and b"bad configuration BILLING_DASHBOARD_PORT" in err
+    assert bad.returncode == 2 and b"bad configuration BILLING_DASHBOARD_PORT" in err

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,8 +23,8 @@ from streams import dlq as envelope
 from streams.dlq_cli import dlq
 from streams.embedded_broker import ensure_topics
 from tests.api_support import billing_cli
+from tests.integration.test_safe_cli import billing
 from tests.support import (
-    ROOT,
     WorkerProcess,
     charge_dict,
     encode_batch,
@@ -207,7 +205,8 @@ async def test_errors_are_one_line(broker: str, database: str, tmp_path: Path) -
         await admin.close()
 
     away = await billing_dlq({**env, "BILLING_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}, "show")
-    assert away.exit_code == 1 and away.output.startswith("Error: Kafka at 127.0.0.1:")
+    assert away.exit_code == 4 and away.output.startswith("Error: no Kafka broker answers at 127.0.0.1:")
+    assert "billing dev up" in away.output
     assert len(away.output.strip().splitlines()) == 1
 
     unselected = await billing_dlq(env, "redrive")
@@ -278,25 +277,11 @@ async def test_a_redrive_never_bills_twice_and_a_waived_rule_survives_replay_and
     truth = ground_truth([*on_time, ancient], ZONE)
     day_from, day_to = (now - timedelta(days=3)).date().isoformat(), now.date().isoformat()
     rebuilt = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "streams", "rebuild", "--from", day_from, "--to", day_to, "--no-progress"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        billing, env, "rebuild", "--from", day_from, "--to", day_to, "--no-progress"
     )
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert not mismatches(truth, await fetch_rows(database))  # the waived charge stays accepted
-    replayed = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "streams", "replay", "--to-offsets", "all:earliest"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    replayed = await asyncio.to_thread(billing, env, "replay", "--to-offsets", "all:earliest")
     assert replayed.returncode == 0, replayed.stderr
     sentinel = charge_dict("acct-s", "u", "openai", "completion", now, 1, 1)
     await send(env, [sentinel])

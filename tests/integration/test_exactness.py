@@ -7,8 +7,6 @@ with ground truth computed from what was produced (tests.support.ground_truth: p
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,9 @@ from streams.dlq import decode as decode_letter
 from streams.embedded_broker import EmbeddedBroker, ensure_topics
 from streams.producer import ChargeProducer
 from tests.integration.test_pipeline import read_dlq
+from tests.integration.test_safe_cli import billing
+from tests.integration.test_sink import refuse_poison
 from tests.support import (
-    ROOT,
     WorkerProcess,
     charge_dict,
     fetch_rows,
@@ -141,14 +140,7 @@ async def test_a_broker_that_comes_back_empty_and_a_rebuild_that_refuses_to_lose
         finally:
             worker.stop()
         day = yesterday.date().isoformat()
-        refused = subprocess.run(
-            [sys.executable, "-m", "streams", "rebuild", "--from", day, "--to", day, "--no-progress"],
-            env=env2,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        refused = billing(env2, "rebuild", "--from", day, "--to", day, "--no-progress")
         assert refused.returncode != 0, refused.stdout
         assert "no longer has" in refused.stderr and "--drop-source" in refused.stderr, refused.stderr
         assert await exact(database, before + after)  # nothing changed
@@ -199,14 +191,7 @@ async def test_time_verdicts_depend_on_the_record_alone(broker, database, tmp_pa
         ],
         ["replay", "--to-offsets", "all:earliest"],
     ):
-        done = subprocess.run(
-            [sys.executable, "-m", "streams", *command],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = billing(env, *command)
         assert done.returncode == 0, done.stderr
     worker = WorkerProcess(env, tmp_path / "w2.log").start()
     try:
@@ -243,15 +228,7 @@ async def test_no_single_record_stops_the_worker(broker, database, tmp_path: Pat
     env = pipeline_env(broker, database, tmp_path / "data")
     topic = env["BILLING_CHARGES_TOPIC"]
     await ensure_topics(settings_from(env))
-    conn = await asyncpg.connect(database)
-    await conn.execute(
-        """CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-           BEGIN IF NEW.user_id = 'poison' THEN RAISE EXCEPTION 'refused' USING ERRCODE = '22023'; END IF;
-           RETURN NEW; END $$;
-           CREATE TRIGGER poison BEFORE INSERT OR UPDATE ON daily_billing_records
-           FOR EACH ROW EXECUTE FUNCTION refuse_poison()"""
-    )
-    await conn.close()
+    await refuse_poison(database, "user_id")
     now = datetime.now(UTC)
     bad: list[tuple[bytes, bytes, int]] = []
     for field in ("event_id", "account_id", "user_id"):
@@ -297,14 +274,7 @@ async def test_an_operator_can_skip_one_record_and_everything_else_stays_exact(
         broker, topic, [(b"acme", json.dumps(c).encode(), 2) for c in [*kept[:3], unwanted, *kept[3:]]]
     )
     where = f"{topic}:2:{metas[3].offset}"
-    skipped = subprocess.run(
-        [sys.executable, "-m", "streams", "dlq", "skip", where],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    skipped = billing(env, "dlq", "skip", where)
     assert skipped.returncode == 0, skipped.stderr
     worker = WorkerProcess(env, tmp_path / "w.log").start()
     try:
@@ -314,12 +284,53 @@ async def test_an_operator_can_skip_one_record_and_everything_else_stays_exact(
         assert json.loads(letter.payload)["event_id"] == "unwanted"
     finally:
         worker.stop()
-    again = subprocess.run(
-        [sys.executable, "-m", "streams", "dlq", "skip", where],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    again = billing(env, "dlq", "skip", where)
     assert again.returncode == 1 and "applied already" in again.stderr
+
+
+async def test_a_cut_over_to_a_new_topic_mid_day_is_exact_and_closed_days_stay_closed(
+    broker, database, tmp_path: Path
+):
+    """The old topic's large offsets never fence the new topic's small ones, and a charge for a
+    day that closed before the new topic existed is late there too."""
+    env = pipeline_env(broker, database, tmp_path / "data", grace="1s")
+    await ensure_topics(settings_from(env))
+    now = datetime.now(UTC)
+    yesterday = now - timedelta(days=1)
+    old = charges("acme", 60, now, "old") + charges("acme", 3, yesterday, "old-y")
+    await produce_raw(
+        broker, env["BILLING_CHARGES_TOPIC"], [(b"acme", json.dumps(c).encode(), 0) for c in old]
+    )
+    worker = WorkerProcess(env, tmp_path / "w1.log").start()
+    try:
+        await wait_exact(database, old, worker)
+
+        async def closed() -> bool:
+            rows = await fetch_rows(database)
+            return all(r["finalized_at"] is not None for k, r in rows.items() if k[3] == yesterday.date())
+
+        await wait_until(closed, 60, "yesterday closed", on_timeout=worker.log_tail)
+    finally:
+        worker.stop()
+    # the cut-over: a new topic (and consumer group), the same Postgres
+    new_env = {
+        **env,
+        "BILLING_CHARGES_TOPIC": env["BILLING_CHARGES_TOPIC"] + "-v2",
+        "BILLING_DLQ_TOPIC": env["BILLING_DLQ_TOPIC"] + "-v2",
+        "BILLING_APP_ID": env["BILLING_APP_ID"] + "-v2",
+    }
+    await ensure_topics(settings_from(new_env))
+    new = charges("acme", 5, now, "new")  # offsets 0..4: far below the old topic's fence
+    late = charges("acme", 1, yesterday, "new-late")
+    await produce_raw(
+        broker, new_env["BILLING_CHARGES_TOPIC"], [(b"acme", json.dumps(c).encode(), 0) for c in new + late]
+    )
+    worker = WorkerProcess(new_env, tmp_path / "w2.log").start()
+    try:
+        await wait_exact(database, old + new + late, worker)
+        rows = await fetch_rows(database)
+        past = [r for k, r in rows.items() if k[3] == yesterday.date()]
+        assert sum(r["late_charge_count"] for r in past) == 1  # late: its day closed before it arrived
+        assert all(r["finalized_at"] is not None for r in past)
+    finally:
+        worker.stop()

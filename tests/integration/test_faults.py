@@ -1,4 +1,4 @@
-"""Issue 4: the seeded small fault scenario (SIGKILLs, a rebalance, a Postgres outage) in CI.
+"""The seeded small fault scenario (SIGKILLs, a rebalance, a Postgres outage) in CI.
 
 `make faults` runs the large profile; this one is small enough for every `make test`.
 """

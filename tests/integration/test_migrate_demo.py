@@ -11,8 +11,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from streams.demo import with_database
 from streams.migrate import available_migrations
 from tests.conftest import drop_database
+from tests.integration.test_demo_isolation import demo_databases
 from tests.support import ROOT, free_port, unique
 
 pytestmark = pytest.mark.integration
@@ -91,6 +93,8 @@ def test_demo_from_nothing_prints_real_totals(tmp_path: Path, pg_server: str):
         text=True,
         timeout=300,
     )
+    for name in demo_databases(out.stdout):  # the demo leaves its rows for the user to query
+        asyncio.run(drop_database(pg_server, with_database(pg_server, name)))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = [line for line in out.stdout.splitlines() if line.startswith("demo: ")]
     assert summary and "3,000 charges" in summary[0] and "exact against what was produced" in summary[0], (

@@ -1,4 +1,4 @@
-"""Issue 7 end to end: /metrics counts exactly what was sent, /ready tells the truth, logs are JSON.
+"""End to end: /metrics counts exactly what was sent, /ready tells the truth, logs are JSON.
 
 One real worker on the real broker and Postgres, reached through a TCP proxy that the test can
 cut, so "Postgres is unreachable" is real without stopping the shared server. The Grafana

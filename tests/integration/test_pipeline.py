@@ -1,4 +1,4 @@
-"""Issue 3, end to end: charges on a real broker become exact rows in a real Postgres."""
+"""End to end: charges on a real broker become exact rows in a real Postgres."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The broker fixture is local on purpose (shared fixtures live elsewhere): these tests also kill
 their own broker. Consumers read without a group (assign + seek_to_beginning), because Tansu's
 first JoinGroup is slow, and they count by reading records, never by end offsets (Tansu's high
-watermark under-reports, DESIGN §7).
+watermark under-reports).
 """
 
 from __future__ import annotations
@@ -305,8 +305,9 @@ async def test_cli_synthetic(broker: Broker, topic: str) -> None:
 async def test_cli_broker_down_is_one_line_not_a_traceback() -> None:
     env = {"BILLING_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
     code, _, err = await asyncio.to_thread(run_cli, ["--synthetic", "5"], env)
-    assert code == 1
-    assert err.strip().startswith("Error: cannot reach Kafka at 127.0.0.1:")
+    assert code == 4  # a service is unreachable (docs/operations.md)
+    assert err.strip().startswith("Error: no Kafka broker answers at 127.0.0.1:")
+    assert "`billing dev up` starts one" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 

@@ -1,4 +1,4 @@
-"""Issue 5, end to end on the real broker and Postgres: replay and rebuild restore exactly the
+"""End to end on the real broker and Postgres: replay and rebuild restore exactly the
 ground truth, change nothing else, and refuse bad requests with one line and a non-zero exit.
 
 The commands run as subprocesses (`python -m streams.replay_cli`), the worker as `billing worker`.

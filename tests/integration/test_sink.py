@@ -74,6 +74,22 @@ async def close_through(sink: PostgresSink, day: date) -> None:
     assert await sink.run(lambda conn: closer._close(conn, Observation(day, {}, sources)))
 
 
+async def refuse_poison(url: str, column: str) -> None:
+    """A trigger that makes Postgres refuse a row whose `column` is 'poison' (SQLSTATE 22023), as
+    a value Postgres cannot take would: the test's stand-in for any data error of one record."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            f"""CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN IF NEW.{column} = 'poison' THEN RAISE EXCEPTION 'refused' USING ERRCODE = '22023';
+               END IF; RETURN NEW; END $$;
+               CREATE TRIGGER poison BEFORE INSERT OR UPDATE ON daily_billing_records
+               FOR EACH ROW EXECUTE FUNCTION refuse_poison()"""
+        )
+    finally:
+        await conn.close()
+
+
 @pytest.fixture
 async def sink(database):
     settings = Settings(_env_file=None, database_url=database)
@@ -220,15 +236,7 @@ async def test_too_late_charges_are_handed_to_refuse_and_not_counted(sink):
 
 async def test_a_value_postgres_refuses_is_a_data_error_not_a_dead_sink(sink):
     s, settings, url = sink
-    conn = await asyncpg.connect(url)
-    await conn.execute(
-        """CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-           BEGIN IF NEW.account_id = 'poison' THEN RAISE EXCEPTION 'refused' USING ERRCODE = '22023'; END IF;
-           RETURN NEW; END $$;
-           CREATE TRIGGER poison BEFORE INSERT OR UPDATE ON daily_billing_records
-           FOR EACH ROW EXECUTE FUNCTION refuse_poison()"""
-    )
-    await conn.close()
+    await refuse_poison(url, "account_id")
     with pytest.raises(SinkDataError):
         await s.flush(batch(settings, (1, [charge("x", 1, account="poison")])))
     await s.flush(batch(settings, (1, [charge("y", 1)])))  # the sink carries on

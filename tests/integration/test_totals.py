@@ -293,7 +293,7 @@ def test_cli_bad_input_is_one_line_and_non_zero(dsn: str, run_cli: Any, args: li
 
 def test_cli_unreachable_server_never_shows_the_password(run_cli: Any) -> None:
     result = run_cli("postgresql://postgres:Sup3rSecretPw@127.0.0.1:1/billing", "--format", "json")
-    assert result.exit_code == 1
+    assert result.exit_code == 4  # unreachable
     assert (
         result.output.count("\n") == 1
         and "cannot connect to Postgres at 127.0.0.1:1/billing" in result.output
@@ -306,11 +306,11 @@ def test_cli_missing_database_never_shows_the_password(run_cli: Any) -> None:
     netloc = f"{parts.username or 'postgres'}:Sup3rSecretPw@{parts.hostname}:{parts.port or 5432}"
     url = urlunsplit(parts._replace(netloc=netloc))
     result = run_cli(url)
-    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert result.exit_code == 5 and result.output.count("\n") == 1  # the database is not ready
     assert "does not exist" in result.output and "Sup3rSecretPw" not in result.output
 
 
 def test_cli_unmigrated_database_says_to_migrate(empty_dsn: str, run_cli: Any) -> None:
     result = run_cli(empty_dsn)
-    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert result.exit_code == 5 and result.output.count("\n") == 1
     assert "run `billing migrate`" in result.output

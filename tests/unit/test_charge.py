@@ -1,4 +1,4 @@
-"""The Charge model (DESIGN §2): strict counts, aware times, token arithmetic, slugs, round trip."""
+"""The Charge model: strict counts, aware times, token arithmetic, slugs, round trip."""
 
 from __future__ import annotations
 

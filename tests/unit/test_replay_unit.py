@@ -1,4 +1,4 @@
-"""Issue 5, the pure parts: offset specs, timestamps, bisection and the check of a broker's answer,
+"""The pure parts of replay and rebuild: offset specs, timestamps, bisection and the check of a broker's answer,
 and the rebuild's fold (dedup, range, lateness, fence) over fake records. No broker, no Postgres."""
 
 from __future__ import annotations

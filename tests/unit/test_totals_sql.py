@@ -16,12 +16,13 @@ from datetime import date
 import pytest
 from rich.console import Console
 
+from streams.errors import one_line
+from streams.redaction import url_secrets
 from streams.totals import (
     DEFAULT_GROUP_BY,
     GROUP_COLUMNS,
     METRICS,
     TotalsQuery,
-    _redact,
     build_totals_sql,
     check_group_by,
     output_columns,
@@ -210,5 +211,5 @@ def test_table_has_separators_a_totals_footer_and_marks_provisional() -> None:
     ],
 )
 def test_redact_removes_the_password_and_newlines(dsn: str, secret: str) -> None:
-    text = _redact(f"auth failed for {secret}\nin {dsn}", dsn)
+    text = one_line(f"auth failed for {secret}\nin {dsn}", url_secrets(dsn))
     assert secret not in text and "\n" not in text and "***" in text

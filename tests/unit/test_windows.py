@@ -1,4 +1,4 @@
-"""Daily windows in the billing zone (DESIGN §3): day bounds, DST-length days, local midnight."""
+"""Daily windows in the billing zone: day bounds, DST-length days, local midnight."""
 
 from __future__ import annotations
 
