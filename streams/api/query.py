@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import partial
 from typing import Annotated, Any
 
 import asyncpg
@@ -106,16 +108,37 @@ async def _usage_page(request: Request, q: UsageQuery) -> UsagePage:
     )
 
 
-def _query(
+@dataclass(frozen=True)
+class Shape:
+    """What a usage request asks for besides its filters: days, window, grouping, page."""
+
+    date_from: date
+    date_to: date
+    window: Window
+    group_by: tuple[str, ...]
+    limit: int
+    offset: int
+
+    def query(self, filters: dict[str, list[str]]) -> UsageQuery:
+        return UsageQuery(
+            self.date_from, self.date_to, self.window, self.group_by, filters, self.limit, self.offset
+        )
+
+
+def usage_shape(
     request: Request,
-    date_from: date | None,
-    date_to: date | None,
-    window: Window,
-    group_by: str,
-    filters: dict[str, list[str]],
-    limit: int,
-    offset: int,
-) -> UsageQuery:
+    date_from: Annotated[
+        date | None, Query(alias="from", description="first day (default: to - 30 days)")
+    ] = None,
+    date_to: Annotated[
+        date | None, Query(alias="to", description="last day, inclusive (default: today)")
+    ] = None,
+    window: Window = "day",
+    group_by: Annotated[str, Query(description="comma-separated: account,user,provider,charge_type")] = "",
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Shape:
+    """The parameters both usage routes share, checked once (a FastAPI dependency)."""
     to = date_to or datetime.now(request.app.state.service.settings.zone).date()
     start = date_from or to - timedelta(days=30)
     if start > to:
@@ -125,7 +148,7 @@ def _query(
     names = parse_group_by(group_by)
     if any(n not in DIMENSIONS for n in names) or len(set(names)) != len(names):
         raise ApiError(400, "bad_request", f"group_by takes distinct names among {', '.join(DIMENSIONS)}")
-    return UsageQuery(start, to, window, names, filters, limit, offset)
+    return Shape(start, to, window, names, limit, offset)
 
 
 READ_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -133,66 +156,34 @@ READ_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody},
     503: {"model": ErrorBody},
 }
-
-
-@router.get(
-    "/v1/usage",
-    operation_id="get_usage",
-    summary="Usage per window and group",
-    response_model=UsagePage,
-    response_model_by_alias=True,
-    responses=READ_RESPONSES,
+usage_route = partial(
+    router.get, response_model=UsagePage, response_model_by_alias=True, responses=READ_RESPONSES
 )
+
+
+@usage_route("/v1/usage", operation_id="get_usage", summary="Usage per window and group")
 async def get_usage(
     request: Request,
     caller: Caller = Depends(reader),
-    date_from: Annotated[
-        date | None, Query(alias="from", description="first day (default: to - 30 days)")
-    ] = None,
-    date_to: Annotated[
-        date | None, Query(alias="to", description="last day, inclusive (default: today)")
-    ] = None,
-    window: Window = "day",
-    group_by: Annotated[str, Query(description="comma-separated: account,user,provider,charge_type")] = "",
+    shape: Shape = Depends(usage_shape),
     account: Values = [],  # noqa: B006 (FastAPI copies defaults per request)
     user: Values = [],  # noqa: B006
     provider: Values = [],  # noqa: B006
     charge_type: Values = [],  # noqa: B006
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
 ) -> UsagePage:
     """Tokens and counts per day, week or month of BILLING_TIMEZONE, grouped as asked. A
     portal key (read:account=X) sees account X only, whatever the parameters say."""
-    filters = _filters(caller, account, user, provider, charge_type)
-    return await _usage_page(
-        request, _query(request, date_from, date_to, window, group_by, filters, limit, offset)
-    )
+    return await _usage_page(request, shape.query(_filters(caller, account, user, provider, charge_type)))
 
 
-@router.get(
-    "/v1/accounts/{account_id}/usage",
-    operation_id="get_account_usage",
-    summary="One account's usage",
-    response_model=UsagePage,
-    response_model_by_alias=True,
-    responses=READ_RESPONSES,
+@usage_route(
+    "/v1/accounts/{account_id}/usage", operation_id="get_account_usage", summary="One account's usage"
 )
 async def get_account_usage(
-    request: Request,
-    account_id: str,
-    caller: Caller = Depends(reader),
-    date_from: Annotated[date | None, Query(alias="from")] = None,
-    date_to: Annotated[date | None, Query(alias="to")] = None,
-    window: Window = "day",
-    group_by: str = "",
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    request: Request, account_id: str, caller: Caller = Depends(reader), shape: Shape = Depends(usage_shape)
 ) -> UsagePage:
     """`GET /v1/usage?account=<account_id>`, for a customer portal's URL scheme."""
-    filters = _filters(caller, [account_id], [], [], [])
-    return await _usage_page(
-        request, _query(request, date_from, date_to, window, group_by, filters, limit, offset)
-    )
+    return await _usage_page(request, shape.query(_filters(caller, [account_id], [], [], [])))
 
 
 def _decode_cursor(text: str) -> tuple[datetime, int]:
