@@ -46,6 +46,11 @@ RUNS: dict[tuple[str, ...], list[list[str]]] = {
     ("demo",): [["demo", "--charges", "300", "--accounts", "3"]],
     ("worker",): [],  # long-running: started and stopped below
     ("dashboard",): [],  # long-running: started and stopped below
+    ("api",): [],  # long-running: started and stopped below
+    ("keys",): [["keys"]],
+    ("keys", "create"): [["keys", "create", "--scope", "read:all", "--name", "planted"]],
+    ("keys", "list"): [["keys", "list", "--all"]],
+    ("keys", "revoke"): [["keys", "revoke", "000000000000"]],
 }
 
 
@@ -61,6 +66,7 @@ def planted_env(database: str, broker: str, data_dir: Path) -> dict[str, str]:
         KAFKA_SASL_PASSWORD=PLANTED[3],
         DASHBOARD_TOKEN=PLANTED[4],
         DASHBOARD_PORT=str(free_port()),
+        API_PORT=str(free_port()),
     )
 
 
@@ -142,6 +148,9 @@ async def test_no_command_prints_a_planted_password(
     outputs["dashboard"] = await asyncio.to_thread(
         run_until, env, ["dashboard"], answers(f"http://127.0.0.1:{env['BILLING_DASHBOARD_PORT']}/healthz")
     )
+    outputs["api"] = await asyncio.to_thread(
+        run_until, env, ["api"], answers(f"http://127.0.0.1:{env['BILLING_API_PORT']}/ready")
+    )
     dead = env | {"BILLING_DATABASE_URL": env["BILLING_DATABASE_URL"].replace(":5432/", f":{free_port()}/")}
     dead |= {"BILLING_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
     for args in (["--debug", "migrate"], ["--debug", "totals"], ["--debug", "worker"], ["dlq", "list"]):
@@ -154,6 +163,7 @@ async def test_no_command_prints_a_planted_password(
     assert "exact against what was produced" in demo_output, demo_output[-3000:]
     assert "postgresql://postgres:***@" in outputs["dev status"]
     assert '"level": "DEBUG"' in outputs["worker"]  # JSON logs at debug level were checked
+    assert "bk_" in outputs["keys create --scope read:all --name planted"]  # a key was made
     assert "Traceback" in outputs["unreachable: --debug migrate"]
     for label, text in outputs.items():
         assert not leaks(text), (label, leaks(text), text[-2000:])
