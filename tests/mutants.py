@@ -4,6 +4,9 @@ One mutant at a time, in a temporary copy of the tree (never in the working tree
 mutated, the rules' fast tests run against it (unit tests of the rules, the sink against the real
 Postgres on BILLING_TEST_DATABASE_URL or 127.0.0.1:5432), and the first failing test is printed as
 the mutant's killer. A mutant no test kills is a survivor; any survivor fails the run.
+
+`python -m tests.mutants --faults WORDS` runs the small fault scenario instead, against each
+mutant whose name contains WORDS: it shows that the harness, too, sees the mutant.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ TESTS = (
     "tests/unit/test_settle.py",
     "tests/unit/test_closing.py",
     "tests/integration/test_sink.py",
-    "tests/integration/test_sink_rules.py",
 )
 
 
@@ -178,8 +180,26 @@ def run_tests(tree: Path) -> tuple[bool, str]:
     return out.returncode == 0, failed.group(1) if failed else out.stdout[-400:]
 
 
+def fault_scenario(tree: Path) -> tuple[bool, str]:
+    """(exact, its summary line): the small fault profile, workers running the mutated copy."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.faults", "--profile", "small"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("faults:")]
+    return out.returncode == 0, (lines[-1] if lines else out.stdout[-400:] + out.stderr[-400:])
+
+
 def main() -> int:
     started = time.monotonic()
+    only = sys.argv[2] if len(sys.argv) > 2 and sys.argv[1] == "--faults" else None
+    check = fault_scenario if only else run_tests
+    mutants = [m for m in MUTANTS if only is None or only in m.name]
     with tempfile.TemporaryDirectory(prefix="billing-mutants-") as tmp:
         tree = Path(tmp)
         copy_tree(tree)
@@ -191,12 +211,13 @@ def main() -> int:
             text=True,
         )
         assert probe.stdout.strip() == str(tree / "streams"), f"the copy is not what runs: {probe.stdout}"
-        passed, detail = run_tests(tree)
-        if not passed:
-            print(f"the tests fail without any mutant: {detail}")
-            return 2
+        if only is None:
+            passed, detail = run_tests(tree)
+            if not passed:
+                print(f"the tests fail without any mutant: {detail}")
+                return 2
         survivors = 0
-        for m in MUTANTS:
+        for m in mutants:
             path = tree / m.path
             source = path.read_text()
             if source.count(m.original) != 1:
@@ -204,7 +225,7 @@ def main() -> int:
                 return 2
             path.write_text(source.replace(m.original, m.mutated))
             try:
-                passed, detail = run_tests(tree)
+                passed, detail = check(tree)
             finally:
                 path.write_text(source)
             survivors += passed
@@ -214,7 +235,7 @@ def main() -> int:
                 flush=True,
             )
     print(
-        f"mutants: {len(MUTANTS)} tried, {len(MUTANTS) - survivors} killed, {survivors} survived ({time.monotonic() - started:.0f}s)"
+        f"mutants: {len(mutants)} tried, {len(mutants) - survivors} killed, {survivors} survived ({time.monotonic() - started:.0f}s)"
     )
     return 1 if survivors else 0
 

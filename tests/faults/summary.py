@@ -19,17 +19,15 @@ class Profile:
     idle_seconds: float = 5.0
 
 
+def kills(in_flush: int, after_commit: int, in_rebalance: int, pg_down: int) -> dict[str, int]:
+    return dict(zip(PHASES, (in_flush, after_commit, in_rebalance, pg_down), strict=True))
+
+
 PROFILES = {
-    "small": Profile(
-        events=3_000,
-        kills={"in_flush": 1, "after_commit": 1, "in_rebalance": 1, "pg_down": 1},
-        rebalances=1,
-        pg_outages=1,
-        chunks=16,
-    ),
+    "small": Profile(3_000, kills(1, 1, 1, 1), rebalances=1, pg_outages=1, chunks=16),
     "large": Profile(
-        events=100_000,
-        kills={"in_flush": 6, "after_commit": 6, "in_rebalance": 4, "pg_down": 3},
+        100_000,
+        kills(6, 6, 4, 3),
         rebalances=5,
         pg_outages=3,
         chunks=120,

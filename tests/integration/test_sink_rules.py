@@ -1,1 +1,0 @@
-"""The sink's rules against a real Postgres, where test_sink.py leaves a mutant alive."""
