@@ -96,9 +96,11 @@ class Scenario:
         spare = synthetic_charges(10 * p.events, days=3, accounts=30, seed=self.seed + 2)
         self.reserve = (c.to_wire() for c in spare)  # for `_trickle`
         # Two accounts may use the same event_id: both count.
+        keys = {(c["account_id"], c["event_id"]) for c in charges}
         for c in self.rng.sample(charges, k=max(2, p.events // 100)):
             other = self.rng.choice(charges)
-            if other["account_id"] != c["account_id"]:
+            if (c["account_id"], other["event_id"]) not in keys:  # one copy per key in the stream
+                keys.add((c["account_id"], other["event_id"]))
                 c["event_id"] = other["event_id"]
                 self.summary.shared_event_ids += 1
         return charges
