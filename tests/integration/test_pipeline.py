@@ -138,8 +138,8 @@ async def test_seed_parity_and_derived_total_and_bad_input_to_dlq(broker, databa
                 **charge_dict("parity", "u1", "openai", "completion", now, 1, 1),
                 "occurred_at": "2026-11-20T10:00:00",
             },
-            "future_timestamp": charge_dict(
-                "parity", "u1", "openai", "completion", now + timedelta(hours=1), 1, 1
+            "future_timestamp": charge_dict(  # ahead of every clock in the test, pinned or not
+                "parity", "u1", "openai", "completion", now + timedelta(days=2), 1, 1
             ),
         }
         records = [(b"parity", encode_batch([good[0]]), None)]

@@ -240,7 +240,7 @@ async def test_replay_restores_a_backup_from_a_timestamp_and_never_double_counts
         await wait_until(lambda: caught_up(env, ends), 30, "offsets committed")
 
         # Refusals: one line, non-zero, nothing changed (the worker is live, so it would notice).
-        later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        later = (datetime.now(UTC) + timedelta(days=2)).isoformat()  # ahead of any clock in the test
         one_line_error(await cli(env, "replay", "--from-timestamp", later), "in the future")
         one_line_error(await cli(env, "replay", "--to-offsets", f"0:{ends[0] + 5}"), "beyond the end")
         one_line_error(await cli(env, "replay", "--to-offsets", "0:0,9:0"), "unknown partition(s) 9")
