@@ -21,6 +21,7 @@ from streams.embedded_broker import EmbeddedBroker
 from streams.embedded_postgres import EmbeddedPostgres, postgres_reachable
 from tests.support import create_database, free_port
 
+
 @pytest.fixture(scope="session", autouse=True)
 def pinned_clock() -> Iterator[None]:
     """BILLING_TEST_CLOCK=2026-12-03T23:59:00+00:00 runs the tests' own wall clock from that
