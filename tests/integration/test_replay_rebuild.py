@@ -223,8 +223,10 @@ async def test_replay_restores_a_backup_from_a_timestamp_and_never_double_counts
             on_timeout=worker.log_tail,
         )
         await backup(database)  # what an operator's nightly backup holds: rows and fences together
-        await asyncio.sleep(1.0)
-        moment = datetime.now(UTC)
+        # The moment to replay from, on the records' own clock (the producer's timestamps):
+        # half a second after the last record of phase A, a second before the first of phase B.
+        last = max(max(s, default=0) for s in (await read_stamps(env, records)).values())
+        moment = datetime.fromtimestamp(last / 1000 + 0.5, UTC)
         await asyncio.sleep(1.0)
         after = make_charges(rng, [f"new-{i}" for i in range(8)], days, 3, now)
         after += make_charges(rng, [f"old-{i}" for i in range(3)], [today], 2, now)  # new charges, old rows
