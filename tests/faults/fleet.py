@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
+from tests.faults.summary import PHASES
 from tests.support import WorkerProcess, free_port
 
 ASSIGNED = re.compile(r"assignment complete: (\d+) partitions")
@@ -67,7 +68,7 @@ class Fleet:
     def __init__(self, env: Mapping[str, str], workdir: Path, partitions: int, log=print) -> None:
         self.env, self.workdir, self.partitions, self.log = dict(env), workdir, partitions, log
         self.workers: list[Worker] = []
-        self.kills: dict[str, int] = dict.fromkeys(("in_flush", "after_commit", "in_rebalance", "pg_down"), 0)
+        self.kills: dict[str, int] = dict.fromkeys(PHASES, 0)
         self.rebalances = 0
 
     def spawn(self, **extra: str) -> Worker:
@@ -97,6 +98,8 @@ class Fleet:
             120,
             f"{worker.log_path.name} assigned {at_least}+ partitions",
         )
+        if not worker.alive:
+            raise FaultNotShown(f"{worker.log_path.name} died at start:\n{worker.log_tail()}")
         return worker
 
     async def kill_at_crash_point(
