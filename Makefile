@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 BILLING := $(VENV)/bin/billing
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install browser demo test test-unit faults faults-small bench bench-quick dev-up dev-down lint format clean
+.PHONY: install browser demo test test-unit faults faults-small mutants bench bench-quick dev-up dev-down lint format clean
 
 install: $(STAMP)
 
@@ -63,3 +63,8 @@ format: install
 
 clean:
 	rm -rf $(VENV) .billing-data .pytest_cache .ruff_cache
+
+# Flip each comparison of the exactness rules (settle, closing, the UPSERT) in a temporary copy of
+# the tree, one at a time, and show the test that fails for each; any survivor fails the target.
+mutants: install
+	$(PY) -m tests.mutants

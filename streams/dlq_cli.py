@@ -220,7 +220,10 @@ def list_(fmt: str) -> None:
         table.add_row(plain(reason), f"{n:,}")
     table.add_row("total", f"{total:,}", style="bold")
     console().print(table)
-    click.echo(", ".join(f"{n:,} {state}" for state, n in by_state.items()))
+    if by_state is None:
+        click.echo("(open, redriven and resolved are not known: Postgres does not answer)")
+    else:
+        click.echo(", ".join(f"{n:,} {state}" for state, n in by_state.items()))
     if dups or found.unreadable:
         click.echo(f"({dups} duplicate copies counted once, {found.unreadable} unreadable)")
 

@@ -47,11 +47,17 @@ async def eligible(settings: Settings, letters: list[DeadLetter]) -> list[DeadLe
     return out
 
 
-async def count_states(settings: Settings, letters: list[DeadLetter]) -> dict[str, int]:
-    """How many letters are open, redriven and resolved."""
-    conn = await asyncpg.connect(settings.dsn, timeout=10)
+async def count_states(settings: Settings, letters: list[DeadLetter]) -> dict[str, int] | None:
+    """How many letters are open, redriven and resolved; None when Postgres cannot say (the
+    counts by reason come from the DLQ topic alone and are still worth showing)."""
+    try:
+        conn = await asyncpg.connect(settings.dsn, timeout=10)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return None
     try:
         known = await dead_letters.states(conn, letters)
+    except asyncpg.UndefinedTableError:  # not migrated yet: no letter was ever redriven
+        known = {}
     finally:
         await conn.close()
     out = {"open": 0, "redriven": 0, "resolved": 0}

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -19,6 +20,24 @@ import pytest
 from streams.embedded_broker import EmbeddedBroker
 from streams.embedded_postgres import EmbeddedPostgres, postgres_reachable
 from tests.support import create_database, free_port
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pinned_clock() -> Iterator[None]:
+    """BILLING_TEST_CLOCK=2026-12-03T23:59:00+00:00 runs the tests' own wall clock from that
+    moment on (it keeps ticking), to show that no test depends on the time of day. Only this
+    process moves: the broker, Postgres and the workers keep the real clock, and every closing
+    decision is Postgres' now(). Pin a moment before the real time (00:30 or 23:59 of an earlier
+    day), so the pipeline has never seen the pinned charges' times as future."""
+    at = os.environ.get("BILLING_TEST_CLOCK")
+    if not at:
+        yield
+        return
+    import time_machine
+
+    with time_machine.travel(datetime.fromisoformat(at), tick=True):
+        yield
+
 
 SERVER_URL = os.environ.get("BILLING_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

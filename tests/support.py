@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -162,14 +162,34 @@ async def wait_until(
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{extra}")
 
 
+def closing_grace(now: datetime) -> str:
+    """A BILLING_GRACE (in UTC) under which the days before `now`'s date close at once and
+    `now`'s date stays open for the next 24 hours, whatever the time of day: end(yesterday) +
+    grace lies just before `now`, so a test that starts at 23:59 and ends after midnight still
+    sees the same days closed."""
+    since_midnight = now - datetime.combine(now.date(), datetime.min.time(), now.tzinfo)
+    return f"{max(0.0, since_midnight.total_seconds() - 1):.3f}s"
+
+
+def times_on(day: date, now: datetime, rng: Any, within: float = 7200, n: int = 1) -> list[datetime]:
+    """`n` moments in the first `within` seconds of `day` (UTC), none after `now`: on today's
+    date early in the morning there are fewer seconds to choose from."""
+    start = datetime.combine(day, datetime.min.time(), UTC)
+    room = max(0.0, min(within, (now - start).total_seconds() - 1))
+    return [start + timedelta(seconds=rng.uniform(0, room)) for _ in range(n)]
+
+
 def ground_truth(charges: Iterable[Mapping[str, Any]], zone: ZoneInfo) -> dict[tuple, dict[str, int]]:
-    """Expected rows from produced charge dicts: distinct (account_id, event_id), date in `zone`."""
+    """Expected rows from produced charge dicts: one charge per (account_id, event_id), the
+    first produced (tests produce a re-send only once the first copy has been read), its date
+    in `zone`."""
     seen: set[tuple[str, str]] = set()
     out: dict[tuple, dict[str, int]] = defaultdict(lambda: dict.fromkeys((*SUMS, "charge_count"), 0))
     for c in charges:
-        if (c["account_id"], c["event_id"]) in seen:
+        key = (c["account_id"], c["event_id"])
+        if key in seen:
             continue
-        seen.add((c["account_id"], c["event_id"]))
+        seen.add(key)
         when = c["occurred_at"]
         if isinstance(when, str):
             when = datetime.fromisoformat(when.replace("Z", "+00:00"))

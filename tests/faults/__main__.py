@@ -1,6 +1,7 @@
 """`python -m tests.faults --profile small|large [--seed S]` (`make faults` runs the large one).
 
-Prints progress, then one summary line last; exits non-zero on any mismatch.
+Prints progress, the producers used, then one summary line last; exits non-zero on any
+mismatch or on a fault the logs do not show.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import asyncio
 import sys
 import time
 
-from tests.faults.harness import PROFILES, run_scenario
+from tests.faults.harness import run_scenario
+from tests.faults.summary import PROFILES
 
 
 def main() -> int:
@@ -24,7 +26,11 @@ def main() -> int:
     summary = asyncio.run(run_scenario(PROFILES[args.profile], args.seed, keep=args.keep))
     for problem in summary.problems:
         print(f"  problem: {problem}")
-    print(f"  late rows: {summary.late_rows}; took {time.monotonic() - started:.0f}s")
+    print(
+        f"  late rows: {summary.late_rows}, revised rows: {summary.revised_rows}; "
+        f"took {time.monotonic() - started:.0f}s"
+    )
+    print(summary.producers_line())
     print(summary.line(), flush=True)
     return 0 if summary.ok else 1
 

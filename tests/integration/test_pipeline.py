@@ -16,6 +16,7 @@ from streams.embedded_broker import ensure_topics
 from tests.support import (
     WorkerProcess,
     charge_dict,
+    closing_grace,
     encode_batch,
     fetch_rows,
     ground_truth,
@@ -53,9 +54,14 @@ async def rows_match(database: str, expected: dict) -> bool:
 
 
 async def test_shuffled_days_accounts_providers_types_equal_ground_truth(broker, database, tmp_path):
-    env, worker = await start_pipeline(broker, database, tmp_path, grace="1m", idle_timeout="10s")
+    """A backlog of four days, read by a worker started after it was produced: every row exact,
+    the days before today final with no late charge and no revision, today provisional. The
+    grace is pinned to the test's start, so this holds at any time of day."""
+    now = datetime.now(UTC)
+    env = pipeline_env(broker, database, tmp_path / "data", grace=closing_grace(now))
+    await ensure_topics(settings_from(env))
+    worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
-        now = datetime.now(UTC)
         rng = random.Random(3)
         charges = []
         for day in range(4):  # today and the three days before
@@ -83,24 +89,22 @@ async def test_shuffled_days_accounts_providers_types_equal_ground_truth(broker,
         expected = ground_truth(charges, ZoneInfo("UTC"))
         assert len(expected) >= 20 * 4 * 3 * 3
         await produce_charges(env, charges)
+        worker.start()  # after the backlog: the close must wait for all of it
         await wait_until(
             lambda: rows_match(database, expected),
             90,
             "rows equal to ground truth",
             on_timeout=worker.log_tail,
         )
+        today = now.date()
+        await wait_until(
+            lambda: _final_state(database, today),
+            30,
+            "past days final, today provisional",
+            on_timeout=worker.log_tail,
+        )
         rows = await fetch_rows(database)
         assert not mismatches(expected, rows)
-        today = now.date()
-        # Past days close by the wall-clock rule (grace 1 m + idle 10 s) unless we are in the
-        # first seconds after midnight; today is still open.
-        if now - datetime.combine(today, datetime.min.time(), UTC) > timedelta(minutes=2):
-            await wait_until(
-                lambda: _final_state(database, today),
-                30,
-                "past days final, today provisional",
-                on_timeout=worker.log_tail,
-            )
         assert all(r["finalized_at"] is None for k, r in rows.items() if k[3] == today)
         assert all(r["revision"] == 0 and r["late_charge_count"] == 0 for r in rows.values())
     finally:
@@ -134,8 +138,8 @@ async def test_seed_parity_and_derived_total_and_bad_input_to_dlq(broker, databa
                 **charge_dict("parity", "u1", "openai", "completion", now, 1, 1),
                 "occurred_at": "2026-11-20T10:00:00",
             },
-            "future_timestamp": charge_dict(
-                "parity", "u1", "openai", "completion", now + timedelta(hours=1), 1, 1
+            "future_timestamp": charge_dict(  # ahead of every clock in the test, pinned or not
+                "parity", "u1", "openai", "completion", now + timedelta(days=2), 1, 1
             ),
         }
         records = [(b"parity", encode_batch([good[0]]), None)]

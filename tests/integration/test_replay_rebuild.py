@@ -26,6 +26,7 @@ from tests.support import (
     ROOT,
     WorkerProcess,
     charge_dict,
+    closing_grace,
     encode_batch,
     fetch_rows,
     ground_truth,
@@ -33,6 +34,7 @@ from tests.support import (
     pipeline_env,
     produce_raw,
     settings_from,
+    times_on,
     wait_until,
 )
 
@@ -42,16 +44,17 @@ PARTITIONS = 4
 PROVIDERS = ("openai", "anthropic", "googleai")
 
 
-def make_charges(rng: random.Random, accounts: list[str], days: list[date], per_key: int) -> list[dict]:
-    """A few charges per (account, user, provider, day); times in the first hours of each day."""
+def make_charges(
+    rng: random.Random, accounts: list[str], days: list[date], per_key: int, now: datetime
+) -> list[dict]:
+    """A few charges per (account, user, provider, day); times in the first hours of each day,
+    none after `now`."""
     out = []
     for account in accounts:
         for day in days:
             for provider in PROVIDERS:
                 for _ in range(rng.randint(1, per_key)):
-                    when = datetime.combine(day, datetime.min.time(), UTC) + timedelta(
-                        seconds=rng.randint(0, 7200)
-                    )
+                    [when] = times_on(day, now, rng)
                     prompt, completion = rng.randint(1, 900), rng.randint(0, 300)
                     user = f"{account}-u{rng.randint(0, 1)}"
                     out.append(
@@ -145,24 +148,25 @@ async def rows_equal_truth(database: str, expected: dict) -> bool:
     return not mismatches(expected, await fetch_rows(database))
 
 
-async def start(broker: str, database: str, tmp_path: Path) -> tuple[dict[str, str], WorkerProcess]:
-    # Past days close within seconds (grace 1 m, idle 10 s), so no closure lands mid-test.
+async def start(
+    broker: str, database: str, tmp_path: Path, now: datetime
+) -> tuple[dict[str, str], WorkerProcess]:
+    # The days before `now`'s date close at once and no other closes during the test, whatever
+    # the time of day (even across midnight).
     env = pipeline_env(
         broker,
         database,
         tmp_path / "data",
         partitions=str(PARTITIONS),
         kafka_session_timeout="6s",
-        grace="1m",
-        idle_timeout="10s",
+        grace=closing_grace(now),
     )
     await ensure_topics(settings_from(env))
     return env, WorkerProcess(env, tmp_path / "worker.log").start()
 
 
-async def past_days_final(database: str) -> bool:
-    """Days before today are closed, so the worker's day closure changes no row any more."""
-    today = datetime.now(UTC).date()
+async def past_days_final(database: str, today: date) -> bool:
+    """Days before the test's today are closed, so the worker's day closure changes no row any more."""
     rows = (await fetch_rows(database)).values()
     return all(r["finalized_at"] is not None for r in rows if r["date"] < today)
 
@@ -204,12 +208,13 @@ async def restore(database: str) -> None:
 
 
 async def test_replay_restores_a_backup_from_a_timestamp_and_never_double_counts(broker, database, tmp_path):
-    env, worker = await start(broker, database, tmp_path)
+    now = datetime.now(UTC)
+    env, worker = await start(broker, database, tmp_path, now)
     rng = random.Random(5)
-    today = datetime.now(UTC).date()
+    today = now.date()
     days = [today - timedelta(days=2), today - timedelta(days=1), today]
     try:
-        before = make_charges(rng, [f"old-{i}" for i in range(8)], days, 3)
+        before = make_charges(rng, [f"old-{i}" for i in range(8)], days, 3, now)
         records = await produce(env, before)
         await wait_until(
             lambda: rows_equal_truth(database, ground_truth(before, ZONE)),
@@ -218,11 +223,13 @@ async def test_replay_restores_a_backup_from_a_timestamp_and_never_double_counts
             on_timeout=worker.log_tail,
         )
         await backup(database)  # what an operator's nightly backup holds: rows and fences together
+        # The moment to replay from, on the records' own clock (the producer's timestamps):
+        # half a second after the last record of phase A, a second before the first of phase B.
+        last = max(max(s, default=0) for s in (await read_stamps(env, records)).values())
+        moment = datetime.fromtimestamp(last / 1000 + 0.5, UTC)
         await asyncio.sleep(1.0)
-        moment = datetime.now(UTC)
-        await asyncio.sleep(1.0)
-        after = make_charges(rng, [f"new-{i}" for i in range(8)], days, 3)
-        after += make_charges(rng, [f"old-{i}" for i in range(3)], [today], 2)  # new charges, old rows
+        after = make_charges(rng, [f"new-{i}" for i in range(8)], days, 3, now)
+        after += make_charges(rng, [f"old-{i}" for i in range(3)], [today], 2, now)  # new charges, old rows
         resent = [dict(c) for c in rng.sample(before, 10) + rng.sample(after, 10)]  # same event_ids
         everything = before + after + resent
         truth = ground_truth(everything, ZONE)
@@ -235,7 +242,7 @@ async def test_replay_restores_a_backup_from_a_timestamp_and_never_double_counts
         await wait_until(lambda: caught_up(env, ends), 30, "offsets committed")
 
         # Refusals: one line, non-zero, nothing changed (the worker is live, so it would notice).
-        later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        later = (datetime.now(UTC) + timedelta(days=2)).isoformat()  # ahead of any clock in the test
         one_line_error(await cli(env, "replay", "--from-timestamp", later), "in the future")
         one_line_error(await cli(env, "replay", "--to-offsets", f"0:{ends[0] + 5}"), "beyond the end")
         one_line_error(await cli(env, "replay", "--to-offsets", "0:0,9:0"), "unknown partition(s) 9")
@@ -302,12 +309,13 @@ async def test_replay_restores_a_backup_from_a_timestamp_and_never_double_counts
 async def test_rebuild_restores_exactly_the_corrupted_day_while_the_worker_runs(
     broker, database, tmp_path, monkeypatch
 ):
-    env, worker = await start(broker, database, tmp_path)
+    now = datetime.now(UTC)
+    env, worker = await start(broker, database, tmp_path, now)
     rng = random.Random(11)
-    today = datetime.now(UTC).date()
+    today = now.date()
     d0, d1, d2 = (today - timedelta(days=n) for n in (3, 2, 1))
     try:
-        charges = make_charges(rng, [f"acct-{i}" for i in range(10)], [d0, d1, d2], 3)
+        charges = make_charges(rng, [f"acct-{i}" for i in range(10)], [d0, d1, d2], 3, now)
         records = await produce(env, charges)
         charges += [dict(c) for c in rng.sample(charges, 12)]  # re-sent: the rebuild must dedup too
         records += await produce(env, charges[-12:])
@@ -317,7 +325,9 @@ async def test_rebuild_restores_exactly_the_corrupted_day_while_the_worker_runs(
             "rows",
             on_timeout=worker.log_tail,
         )
-        await wait_until(lambda: past_days_final(database), 90, "past days final", on_timeout=worker.log_tail)
+        await wait_until(
+            lambda: past_days_final(database, today), 90, "past days final", on_timeout=worker.log_tail
+        )
         rows = await fetch_rows(database)
         on = {d: sorted(k for k in rows if k[3] == d) for d in (d0, d1, d2)}
         conn = await asyncpg.connect(database)
@@ -340,7 +350,7 @@ async def test_rebuild_restores_exactly_the_corrupted_day_while_the_worker_runs(
         outside = {k: v for k, v in (await fetch_rows(database)).items() if k[3] != d1}
 
         # More charges for d1 and today arrive while the rebuild runs.
-        extra = make_charges(rng, [f"acct-{i}" for i in range(4)], [d1, today], 2)
+        extra = make_charges(rng, [f"acct-{i}" for i in range(4)], [d1, today], 2, now)
         producing = asyncio.create_task(produce(env, extra))
         result = await cli(env, "rebuild", "--from", str(d1), "--to", str(d1))
         records += await producing
