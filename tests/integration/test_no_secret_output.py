@@ -9,6 +9,7 @@ import asyncio
 import json
 import signal
 import subprocess
+import tempfile
 import sys
 import time
 from collections.abc import Callable
@@ -87,24 +88,26 @@ def run(env: dict[str, str], args: list[str]) -> str:
 
 
 def run_until(env: dict[str, str], args: list[str], ready: Callable[[], bool]) -> str:
-    """Start a long-running command, wait (with a deadline) until `ready`, stop it, return output."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streams", *args],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 240  # a loaded machine: this test is about secrets, not speed
-        while not ready():
-            assert proc.poll() is None, f"billing {' '.join(args)} exited early"
-            assert time.monotonic() < deadline, f"billing {' '.join(args)} never became ready"
-            time.sleep(0.2)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-    return out.decode("utf-8", "replace")
+    """Start a long-running command, wait (with a deadline) until `ready`, stop it, return output.
+
+    The output goes to a file, not a pipe: at debug level a worker on a broker with many topics
+    writes more than a pipe holds before it is ready, and would block on a pipe nobody reads yet.
+    """
+    with tempfile.TemporaryFile() as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams", *args], env=env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + 240  # a loaded machine: this test is about secrets, not speed
+            while not ready():
+                assert proc.poll() is None, f"billing {' '.join(args)} exited early"
+                assert time.monotonic() < deadline, f"billing {' '.join(args)} never became ready"
+                time.sleep(0.2)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        sink.seek(0)
+        return sink.read().decode("utf-8", "replace")
 
 
 def answers(url: str) -> Callable[[], bool]:
