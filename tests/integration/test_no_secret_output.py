@@ -9,8 +9,8 @@ import asyncio
 import json
 import signal
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
