@@ -1,9 +1,9 @@
 """`billing replay`: move the worker's consumer group back, by offsets or by a point in time.
 
-Why replay is only an offset commit: the sink's fences live in Postgres (`streams.sink`). A
-replayed charge whose row already holds it (offset <= the row's `last_offset`) is skipped, a
-row that went missing has no fence and gets its charges back, and `billing_seen_events` keeps
-each event_id's first coordinates, so a replay of that very record is not taken for a re-send.
+Why replay is only an offset commit: the sink's fences live in Postgres (`streams.sink`), one
+per source, committed with the totals. A replayed record at or below its source's fence is
+skipped; after Postgres is restored from a backup, the restored fences are those of the
+restored rows, so exactly what the backup lacks is applied again (docs/architecture.md).
 
 Why timestamps are checked against records: Tansu answers `offsets_for_times` by append time
 and under-reports end offsets. Every answer is verified by reading the records around
