@@ -113,9 +113,9 @@ class Meter:
         if chunk.deliveries:
             # The DLQ copy must be durable before its source offset may be acknowledged.
             await asyncio.gather(*chunk.deliveries)
+            crashpoints.reached("after_dlq_before_flush")  # letters durable, their records unacked
         for reason in chunk.reasons:  # counted once durable, like the charges below
             self.metrics.observe_dlq(reason)
-        crashpoints.reached("after_dlq_before_flush")
         started = time.monotonic()
         batch = chunk.batch
         result = await self._flush_isolating(batch)

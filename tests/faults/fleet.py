@@ -1,7 +1,8 @@
 """The harness's workers, and faults whose landing the workers' own logs prove.
 
 A kill counts in a phase only when the victim's log shows it there: the crash point's own line
-(inside the flush transaction, between the Postgres commit and the Kafka acknowledgement), a
+(after a take's dead letters are durable and before its flush, inside the flush transaction,
+between the Postgres commit and the Kafka acknowledgement), a
 rejoin of the group with no assignment completed after it (during a rebalance), a retry on a
 Postgres that is down (while Postgres is down). A rebalance counts only when the logs show the
 partitions shared between two workers and then all of them back on one.
@@ -21,7 +22,11 @@ from tests.support import WorkerProcess, free_port
 ASSIGNED = re.compile(r"assignment complete: (\d+) partitions")
 REJOINING = "(Re-)joining group"
 PG_RETRY = "postgres unavailable or not answering"
-CRASH_POINTS = {"in_flush": "inside_flush_transaction", "after_commit": "after_flush_before_ack"}
+CRASH_POINTS = {
+    "after_dlq": "after_dlq_before_flush",
+    "in_flush": "inside_flush_transaction",
+    "after_commit": "after_flush_before_ack",
+}
 
 
 class FaultNotShown(AssertionError):

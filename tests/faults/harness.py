@@ -140,6 +140,8 @@ class Scenario:
     async def _act(self, action: str) -> None:
         if action in ("in_flush", "after_commit"):
             await self.fleet.kill_at_crash_point(action, self.rng.randint(1, 3), self._trickle)
+        elif action == "after_dlq":  # its point is reached only by a take with dead letters
+            await self.fleet.kill_at_crash_point(action, 1, self._trickle_spoiled)
         elif action == "in_rebalance":
             await self.fleet.kill_in_rebalance()
         elif action == "rebalance":
@@ -149,6 +151,11 @@ class Scenario:
         """A few fresh charges, then a pause: keeps the workers flushing while a fault waits."""
         await self.producers.send(self.rng.choice(KINDS), [next(self.reserve) for _ in range(8)])
         await asyncio.sleep(0.5)
+
+    async def _trickle_spoiled(self) -> None:
+        """Fresh charges and a record the worker must refuse, so that a take has a letter."""
+        await self.letters.produce_spoiled(next(self.reserve)["account_id"])
+        await self._trickle()
 
     async def _pg_outage(self, kill: bool) -> None:
         since = self.fleet.retry_counts()
@@ -293,9 +300,9 @@ class Scenario:
         s.problems += (verdict.mismatched + verdict.late_mismatched + verdict.state_mismatched)[:20]
         s.late_rows = sum(1 for r in snap.rows.values() if r["late_charge_count"] > 0)
         s.revised_rows = sum(1 for r in snap.rows.values() if r["revision"] > 0)
-        found, wanted, problems = await self.letters.check(expected.too_late)
-        s.dlq_found, s.dlq_expected = found, wanted
-        s.problems += problems
+        letters = await self.letters.check(expected.too_late, [w.text() for w in self.fleet.workers])
+        s.dlq_found, s.dlq_expected, s.dlq_repeats = letters.found, letters.expected, letters.repeats
+        s.problems += letters.problems
 
 
 async def run_scenario(profile: Profile, seed: int, keep: bool = False, log=print) -> Summary:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-PHASES = ("in_flush", "after_commit", "in_rebalance", "pg_down")
+PHASES = ("after_dlq", "in_flush", "after_commit", "in_rebalance", "pg_down")
 
 
 @dataclass(frozen=True)
@@ -19,15 +19,17 @@ class Profile:
     idle_seconds: float = 5.0
 
 
-def kills(in_flush: int, after_commit: int, in_rebalance: int, pg_down: int) -> dict[str, int]:
-    return dict(zip(PHASES, (in_flush, after_commit, in_rebalance, pg_down), strict=True))
+def kills(
+    after_dlq: int, in_flush: int, after_commit: int, in_rebalance: int, pg_down: int
+) -> dict[str, int]:
+    return dict(zip(PHASES, (after_dlq, in_flush, after_commit, in_rebalance, pg_down), strict=True))
 
 
 PROFILES = {
-    "small": Profile(3_000, kills(1, 1, 1, 1), rebalances=1, pg_outages=1, chunks=16),
+    "small": Profile(3_000, kills(1, 1, 1, 1, 1), rebalances=1, pg_outages=1, chunks=16),
     "large": Profile(
         100_000,
-        kills(6, 6, 4, 3),
+        kills(3, 6, 6, 4, 3),
         rebalances=5,
         pg_outages=3,
         chunks=120,
@@ -50,6 +52,7 @@ class Summary:
     state_mismatched: int = 0
     dlq_found: int = 0
     dlq_expected: int = 0
+    dlq_repeats: int = 0  # extra copies of a letter, each explained by a re-read the logs show
     late_rows: int = 0
     revised_rows: int = 0
     producers: dict[str, int] = field(default_factory=dict)
@@ -69,7 +72,8 @@ class Summary:
             f"faults: seed={self.seed} events={self.events} kills={sum(self.kills.values())} ({phases}) "
             f"rebalances={self.rebalances} pg_outages={self.pg_outages} rows={self.rows} "
             f"mismatched={self.mismatched} late_mismatched={self.late_mismatched} "
-            f"state_mismatched={self.state_mismatched} dlq={self.dlq_found}/{self.dlq_expected}"
+            f"state_mismatched={self.state_mismatched} dlq={self.dlq_found}/{self.dlq_expected} "
+            f"dlq_repeats={self.dlq_repeats}"
         )
 
     def producers_line(self) -> str:

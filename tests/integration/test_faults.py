@@ -1,7 +1,7 @@
 """The seeded small fault scenario in every test run; `make faults` runs the large one.
 
-Kills aimed at phases (inside a flush, between the commit and the acknowledgement, during a
-rebalance, while Postgres is down) and a rebalance, each shown by the workers' logs; every
+Kills aimed at phases (after a take's dead letters are durable and before its flush, inside a
+flush, between the commit and the acknowledgement, during a rebalance, while Postgres is down) and a rebalance, each shown by the workers' logs; every
 worker stopped across a day's close; producers of four kinds; every column of every row
 compared with ground truth, twice (the second time after the group caught up and sat idle).
 """
