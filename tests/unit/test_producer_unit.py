@@ -323,15 +323,22 @@ async def test_send_pushes_back_when_too_much_waits_to_be_sent() -> None:
     fake = SlowKafka()
     sent = charges(1000, accounts=1000)  # one charge per account: no record ever fills up
     async with producer(fake, linger_ms=1, max_buffered_charges=50) as p:
+        accepted = 0
 
         async def burst() -> None:
+            nonlocal accepted
             for c in sent:
                 await p.send(c)
+                accepted += 1
 
         task = asyncio.create_task(burst())
-        await asyncio.sleep(0.05)
-        assert not task.done(), "send() kept accepting charges the broker did not take"
-        fake.gate.set()
+        try:
+            for _ in range(20 * len(sent)):  # loop turns, not seconds: the same on a busy machine
+                await asyncio.sleep(0)
+            assert not task.done(), "send() kept accepting charges the broker did not take"
+            assert 0 < accepted <= 50  # max_buffered_charges
+        finally:
+            fake.gate.set()  # else leaving the block waits for deliveries forever
         await asyncio.wait_for(task, 10)
     assert Counter(c.event_id for c in decoded(fake.records)) == Counter(c.event_id for c in sent)
 
