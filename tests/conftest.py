@@ -27,8 +27,10 @@ def pinned_clock() -> Iterator[None]:
     """BILLING_TEST_CLOCK=2026-12-03T23:59:00+00:00 runs the tests' own wall clock from that
     moment on (it keeps ticking), to show that no test depends on the time of day. Only this
     process moves: the broker, Postgres and the workers keep the real clock, and every closing
-    decision is Postgres' now(). Pin a moment before the real time (00:30 or 23:59 of an earlier
-    day), so the pipeline has never seen the pinned charges' times as future."""
+    decision is Postgres' now(). Pin a moment less than a day before the real time (the latest
+    00:30 or 23:59 UTC that has passed): earlier, and the pipeline has never seen the pinned
+    charges' times as future; less than a day, or the grace a test derives from its own clock
+    names other days to Postgres' clock (a pin two days back closes the test's "today" at once)."""
     at = os.environ.get("BILLING_TEST_CLOCK")
     if not at:
         yield
