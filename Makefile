@@ -64,7 +64,8 @@ format: install
 clean:
 	rm -rf $(VENV) .billing-data .pytest_cache .ruff_cache
 
-# Flip each comparison of the exactness rules (settle, closing, the UPSERT) in a temporary copy of
-# the tree, one at a time, and show the test that fails for each; any survivor fails the target.
+# Flip each comparison of the exactness rules (settle, closing, the UPSERT) and break each promise
+# around them (partition lock, fatal path, read-only dashboard, LiteLLM cache hits) in a temporary
+# copy of the tree, one at a time, and show the test that fails for each; any survivor fails it.
 mutants: install
 	$(PY) -m tests.mutants

@@ -1,4 +1,6 @@
-"""`make mutants`: flip each comparison of the exactness rules and show a test failing for each.
+"""`make mutants`: flip each comparison of the exactness rules, and break each promise around
+them (the partition lock, the fatal path, the read-only dashboard, LiteLLM's cache hits), and
+show a test failing for each.
 
 One mutant at a time, in a temporary copy of the tree (never in the working tree): the copy is
 mutated, the rules' fast tests run against it (unit tests of the rules, the sink against the real
@@ -26,6 +28,10 @@ TESTS = (
     "tests/unit/test_settle.py",
     "tests/unit/test_closing.py",
     "tests/integration/test_sink.py",
+    "tests/integration/test_partition_lock.py",
+    "tests/integration/test_dashboard_readonly.py",
+    "tests/integration/test_fatal_sink.py",
+    "tests/integration/test_litellm_attribution.py",
 )
 
 
@@ -153,6 +159,44 @@ MUTANTS = (
         "UPSERT: sums replaced, not added",
         '_excluded = ",\\n    ".join(f"{c} = d.{c} + EXCLUDED.{c}"',
         '_excluded = ",\\n    ".join(f"{c} = EXCLUDED.{c}"',
+    ),
+    # The promises around the rules: the partition lock, the fatal path, a dashboard that cannot
+    # write, and which LiteLLM calls are billed.
+    Mutant(
+        "streams/sink_sql.py",
+        "partition lock: the flush reads the fences without locking them",
+        "ORDER BY bp.partition FOR UPDATE",
+        "ORDER BY bp.partition",
+    ),
+    Mutant(
+        "streams/sink.py",
+        "fatal: a Postgres error no retry cures is blamed on a record (dead-lettered)",
+        'raise SinkFatalError(\n                            f"postgres rejected the write:',
+        'raise SinkDataError(\n                            f"postgres rejected the write:',
+    ),
+    Mutant(
+        "streams/worker.py",
+        "fatal: the worker exits 0 after a fatal error",
+        "raise SystemExit(3) from None",
+        "raise SystemExit(0) from None",
+    ),
+    Mutant(
+        "streams/dashboard/server.py",
+        "dashboard: its connections are not read-only",
+        '"default_transaction_read_only": "on", ',
+        "",
+    ),
+    Mutant(
+        "streams/litellm_callback.py",
+        "LiteLLM: cache hits billed without bill_cache_hits",
+        'if kwargs.get("cache_hit") and not self.bill_cache_hits:',
+        "if False:",
+    ),
+    Mutant(
+        "streams/litellm_callback.py",
+        "LiteLLM: cache hits never billed",
+        'if kwargs.get("cache_hit") and not self.bill_cache_hits:',
+        'if kwargs.get("cache_hit"):',
     ),
 )
 

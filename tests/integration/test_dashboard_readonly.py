@@ -31,7 +31,7 @@ async def total_charges(database: str) -> int:
         await conn.close()
 
 
-@pytest.mark.parametrize("statement", WRITES)
+@pytest.mark.parametrize("statement", WRITES, ids=["update", "delete", "insert_skip"])
 async def test_a_write_through_the_dashboards_connections_is_refused(database: str, statement: str) -> None:
     await insert(database, ROWS)
     app = create_app(settings_for(database))
