@@ -263,18 +263,25 @@ def charge_dict(
 
 
 async def produce_raw(
-    bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes, int | None]]
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes, int | None]],
+    timestamp: datetime | None = None,
 ) -> list[Any]:
-    """Send exact bytes (bad input included), bypassing the validating producer.
+    """Send exact bytes (bad input included), bypassing the validating producer; `timestamp`
+    stamps the records (the worker judges a future charge against it), else the client does.
 
     Returns each record's metadata (partition, offset), in order.
     """
     from aiokafka import AIOKafkaProducer
 
+    stamp = None if timestamp is None else int(timestamp.timestamp() * 1000)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        futures = [await producer.send(topic, value=v, key=k, partition=p) for k, v, p in records]
+        futures = [
+            await producer.send(topic, value=v, key=k, partition=p, timestamp_ms=stamp) for k, v, p in records
+        ]
         return list(await asyncio.gather(*futures))
     finally:
         await producer.stop()

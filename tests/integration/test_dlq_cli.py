@@ -106,6 +106,7 @@ async def test_list_show_and_redrive_without_duplicates(broker: str, database: s
                 (b"acct-d", encode_batch([counted]), None),
                 (None, encode_batch([keyless]), None),
             ],
+            timestamp=now,  # the future charge is 10 minutes ahead of its record, whatever the clocks
         )
         counted_so_far = [*good, counted]
         await wait_for_rows(database, counted_so_far, worker)
