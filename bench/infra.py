@@ -20,8 +20,8 @@ from typing import Any
 import asyncpg
 import psutil
 
-from streams.embedded_broker import EmbeddedBroker, ensure_topics
-from streams.embedded_postgres import EmbeddedPostgres
+from streams.embedded.broker import EmbeddedBroker, ensure_topics
+from streams.embedded.postgres import EmbeddedPostgres
 from tests.support import WorkerProcess, create_database, free_port, pipeline_env, settings_from
 
 PARTITIONS = 8

@@ -33,7 +33,7 @@ from streams.api.bodies import (
 )
 from streams.api.errors import AUTH_RESPONSES, ApiError, ErrorBody, retry_after
 from streams.api.validate import check_elements, limits_now
-from streams.delivery import DeliveryError
+from streams.producer.delivery import DeliveryError
 
 log = logging.getLogger("streams.api")
 router = APIRouter()

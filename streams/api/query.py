@@ -28,8 +28,8 @@ from streams.api.usage_sql import (
     build_changes_sql,
     build_usage_sql,
 )
-from streams.sink_sql import READ_CLOSED
-from streams.totals import GROUP_COLUMNS, METRICS, parse_group_by
+from streams.ops.totals import GROUP_COLUMNS, METRICS, parse_group_by
+from streams.sink.sql import READ_CLOSED
 
 router = APIRouter()
 MAX_LIMIT, MAX_DAYS = 1000, 3660

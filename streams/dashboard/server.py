@@ -6,7 +6,7 @@ Why it is built this way:
   /healthz needs it, as `Authorization: Bearer <token>` (scripts) or as the password of HTTP
   Basic auth (so a browser can prompt for it and then download the CSV with a plain link);
   compared with hmac.compare_digest.
-- Read-only twice: it only issues SELECTs built by `streams.totals`, and its connections run
+- Read-only twice: it only issues SELECTs built by `streams.ops.totals`, and its connections run
   with default_transaction_read_only, so even a bug cannot write.
 - Errors are JSON with a message for humans: 400 for bad parameters (a NUL byte included),
   503 when Postgres is away, 500 without details otherwise (the traceback goes to the server
@@ -30,11 +30,11 @@ import asyncpg
 import click
 from aiohttp import web
 
-from streams.cli_common import load_settings
-from streams.config import Settings
+from streams.cli.common import load_settings
+from streams.cli.errors import UsageFailure
+from streams.config.settings import Settings
 from streams.dashboard import data
-from streams.errors import UsageFailure
-from streams.totals import fetch_totals, output_columns, to_csv
+from streams.ops.totals import fetch_totals, output_columns, to_csv
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")

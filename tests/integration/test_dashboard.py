@@ -33,10 +33,10 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from streams.config import Settings
+from streams.charge.dead_letter import encode, make_dead_letter
+from streams.config.settings import Settings
 from streams.dashboard.server import create_app
-from streams.dlq import encode, make_dead_letter
-from streams.embedded_broker import ensure_topics
+from streams.embedded.broker import ensure_topics
 from tests.support import ROOT, free_port, produce_raw, unique
 
 pytestmark = pytest.mark.integration

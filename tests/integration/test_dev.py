@@ -19,9 +19,9 @@ import asyncpg
 import pytest
 from click.testing import CliRunner
 
-from streams.config import Settings, get_settings
-from streams.dev import dev
-from streams.embedded_broker import (
+from streams.cli.dev import dev
+from streams.config.settings import Settings, get_settings
+from streams.embedded.broker import (
     BrokerError,
     EmbeddedBroker,
     TopicMismatchError,
@@ -29,7 +29,7 @@ from streams.embedded_broker import (
     kafka_answers,
     parse_bootstrap,
 )
-from streams.embedded_postgres import (
+from streams.embedded.postgres import (
     EmbeddedPostgres,
     effective_database_url,
     postgres_reachable,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.cli import main
+from streams.cli.main import main
 from tests.conftest import drop_database
 from tests.integration.test_demo_isolation import demo_databases
 from tests.support import ROOT, charge_dict, free_port, pipeline_env

@@ -28,17 +28,17 @@ from aiokafka.structs import ConsumerRecord
 from click.testing import CliRunner
 
 from schemas.charge import Charge
-from streams.config import Settings, get_settings
-from streams.decode import Limits, decode_record
-from streams.produce_cli import produce
-from streams.producer import (
+from streams.charge.decode import Limits, decode_record
+from streams.cli.produce import produce
+from streams.config.settings import Settings, get_settings
+from streams.producer.producer import (
     BrokerUnavailableError,
     ChargeProducer,
     DeliveryError,
     create_charge,
     set_profile_resolver,
 )
-from streams.synthetic import synthetic_charges
+from streams.testing.synthetic import synthetic_charges
 
 pytestmark = pytest.mark.integration
 

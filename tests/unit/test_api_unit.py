@@ -16,7 +16,7 @@ from streams.api.keys import PREFIX, Scope, hash_key, key_id_of, new_key, parse_
 from streams.api.query import _decode_cursor, _encode_cursor, _window_end
 from streams.api.usage_sql import UsageQuery, build_changes_sql, build_usage_sql
 from streams.api.validate import check_elements
-from streams.decode import Limits, decode_record
+from streams.charge.decode import Limits, decode_record
 
 NOW = datetime(2026, 6, 10, 12, tzinfo=UTC)
 LIMITS = Limits(NOW, timedelta(minutes=5), ZoneInfo("UTC"), timedelta(days=35))
@@ -163,7 +163,7 @@ def test_windows_and_cursors() -> None:
 
 def test_the_served_schema_documents_every_route() -> None:
     from streams.api.app import create_app
-    from streams.config import Settings
+    from streams.config.settings import Settings
 
     schema = create_app(Settings(_env_file=None)).openapi()  # type: ignore[call-arg]
     assert {"/v1/charges", "/v1/usage", "/v1/usage/changes", "/v1/accounts/{account_id}/usage"} <= set(

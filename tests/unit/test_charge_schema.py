@@ -7,13 +7,13 @@ import re
 from datetime import datetime
 
 from schemas.charge import Charge
-from streams import charge_schema
-from streams.synthetic import synthetic_charges
+from streams.charge import schema as charge_schema
+from streams.testing.synthetic import synthetic_charges
 
 
 def test_checked_in_schema_matches_the_model() -> None:
     assert charge_schema.PATH.read_text() == charge_schema.render(), (
-        "schemas/charge.schema.json is stale: run `python -m streams.charge_schema --write`"
+        "schemas/charge.schema.json is stale: run `python -m streams.charge.schema --write`"
     )
     assert charge_schema.main([]) == 0
 

@@ -11,7 +11,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from streams.cli import main
+from streams.cli.main import main
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

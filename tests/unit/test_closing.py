@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from streams.closing import _moved, closing_target, lagging
+from streams.worker.closing import _moved, closing_target, lagging
 
 UTC_ZONE = ZoneInfo("UTC")
 NY = ZoneInfo("America/New_York")

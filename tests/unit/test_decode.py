@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from schemas.charge import Charge
-from streams.decode import MAX_CHARGE_BYTES, Decoded, Limits, decode_record
+from streams.charge.decode import MAX_CHARGE_BYTES, Decoded, Limits, decode_record
 
 NOW = datetime(2026, 5, 10, 12, 0, tzinfo=UTC)
 LIMITS = Limits(

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.charge import MAX_TOKENS, SLUG_PATTERN, Charge
-from streams.decode import Decoded, Limits, decode_record
+from streams.charge.decode import Decoded, Limits, decode_record
 
 NOW = datetime(2026, 5, 10, 12, 0, tzinfo=UTC)
 LIMITS = Limits(

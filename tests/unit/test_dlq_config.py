@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from streams.config import Settings, parse_duration
-from streams.dlq import ENVELOPE_VERSION, DeadLetter, decode, encode, make_dead_letter
+from streams.charge.dead_letter import ENVELOPE_VERSION, DeadLetter, decode, encode, make_dead_letter
+from streams.config.settings import Settings, parse_duration
 
 BINARY = bytes(range(256)) + b"\x00\xff\xfe{not json"
 DB_PASSWORD = "pg-Pa55w0rd-5ecret"

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.config import Settings
-from streams.meter import Meter
+from streams.config.settings import Settings
+from streams.worker.meter import Meter
 
 
 @dataclass

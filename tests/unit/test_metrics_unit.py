@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 from prometheus_client import generate_latest
 
 from schemas.charge import Charge
-from streams.aggregate import Batch
-from streams.metrics import Metrics
-from streams.sink import FlushResult
+from streams.rules.batch import Batch
+from streams.sink.postgres import FlushResult
+from streams.worker.metrics import Metrics
 
 
 def charge(when: datetime, i: int) -> Charge:

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from streams.errors import EXIT_CODES
+from streams.cli.errors import EXIT_CODES
+from streams.ops.totals import render_table, to_csv
 from streams.output_safety import csv_cell, escape_controls
 from streams.redaction import redact_text, redact_url, url_secrets
-from streams.totals import render_table, to_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTILE_NAME = "\x1b[31m[/bold][link=x]y[/link]"

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from streams.config import Settings
-from streams.decode import Limits, decode_record
-from streams.produce_cli import parse_line
+from streams.charge.decode import Limits, decode_record
+from streams.cli.produce import parse_line
+from streams.config.settings import Settings
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 SETTINGS = Settings(_env_file=None)  # type: ignore[call-arg]

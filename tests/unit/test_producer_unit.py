@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from schemas.charge import Charge
-from streams.config import Settings
-from streams.decode import Limits, decode_record
-from streams.producer import (
+from streams.charge.decode import Limits, decode_record
+from streams.config.settings import Settings
+from streams.producer.producer import (
     MAX_RECORD_BYTES,
     BrokerUnavailableError,
     ChargeProducer,
@@ -29,7 +29,7 @@ from streams.producer import (
     split_batches,
     to_charge,
 )
-from streams.synthetic import synthetic_charges
+from streams.testing.synthetic import synthetic_charges
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 LIMITS = Limits(

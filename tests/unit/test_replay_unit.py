@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from streams.config import Settings
-from streams.rebuild import _Collector
-from streams.replay import answer_checks_out, expand_offsets, first_offset_at_or_after, parse_offsets
-from streams.replay_cli import parse_timestamp
+from streams.cli.replay import parse_timestamp
+from streams.config.settings import Settings
+from streams.ops.rebuild import _Collector
+from streams.ops.replay import answer_checks_out, expand_offsets, first_offset_at_or_after, parse_offsets
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -203,7 +203,7 @@ def test_collector_judges_each_record_by_its_own_timestamp_and_waived_rules():
 
 
 def test_rebuild_refuses_when_retention_deleted_records_of_the_range():
-    from streams.rebuild import _refuse_if_trimmed
+    from streams.ops.rebuild import _refuse_if_trimmed
 
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     day = date(2026, 9, 10)

@@ -17,8 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
-from streams.config import Settings
-from streams.kafka import aiokafka_options
+from streams.config.settings import Settings
+from streams.kafka.client import aiokafka_options
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cr3t-sasl-password"
@@ -80,7 +80,7 @@ async def test_faust_worker_clients_get_sasl_and_tls(protocol: str, mechanism: s
     """The producer and the group consumer Faust builds for `billing worker`."""
     import asyncio
 
-    from streams.app import create_app
+    from streams.worker.app import create_app
 
     app = create_app(secure(protocol, mechanism))
     producer = app.producer._new_producer()
@@ -98,7 +98,7 @@ async def test_faust_worker_clients_get_sasl_and_tls(protocol: str, mechanism: s
 
 
 async def test_charge_producer_gets_sasl_and_tls() -> None:
-    from streams.producer import ChargeProducer
+    from streams.producer.producer import ChargeProducer
 
     captured: dict[str, Any] = {}
 
@@ -128,7 +128,7 @@ async def test_charge_producer_gets_sasl_and_tls() -> None:
 
 def test_mutual_tls_loads_the_client_certificate(tmp_path: Path) -> None:
     """BILLING_KAFKA_SSL_CERTFILE/KEYFILE reach the context (a missing file fails loudly)."""
-    from streams.kafka import ssl_context
+    from streams.kafka.client import ssl_context
 
     settings = secure("SSL", None, kafka_ssl_certfile=tmp_path / "missing.pem")
     with pytest.raises((FileNotFoundError, ssl.SSLError)):
@@ -152,7 +152,7 @@ def _calls_options(node: ast.AST) -> bool:
 
 def test_every_aiokafka_client_in_the_code_uses_aiokafka_options() -> None:
     # The embedded broker's readiness probe talks to Tansu on loopback only (never secured).
-    allowed = {("streams/embedded_broker.py", "AIOKafkaClient")}
+    allowed = {("streams/embedded/broker.py", "AIOKafkaClient")}
     offenders = []
     for path in sorted((ROOT / "streams").glob("*.py")):
         rel = str(path.relative_to(ROOT))

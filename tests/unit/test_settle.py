@@ -1,4 +1,4 @@
-"""The sink's exactness rules (streams.settle), alone and against whole streams replayed at random."""
+"""The sink's exactness rules (streams.rules.settle), alone and against whole streams replayed at random."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import date, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.settle import (
+from streams.rules.settle import (
     ClosureMarks,
     DailyKey,
     PendingCharge,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from schemas.charge import Charge
-from streams.synthetic import PROVIDERS, synthetic_charges
+from streams.testing.synthetic import PROVIDERS, synthetic_charges
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

@@ -16,9 +16,8 @@ from datetime import date
 import pytest
 from rich.console import Console
 
-from streams.errors import one_line
-from streams.redaction import url_secrets
-from streams.totals import (
+from streams.cli.errors import one_line
+from streams.ops.totals import (
     DEFAULT_GROUP_BY,
     GROUP_COLUMNS,
     METRICS,
@@ -31,6 +30,7 @@ from streams.totals import (
     to_csv,
     to_json,
 )
+from streams.redaction import url_secrets
 
 HOSTILE = "x'); DROP TABLE daily_billing_records; --"
 

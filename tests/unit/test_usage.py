@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.charge import Charge
-from streams.usage import UsageError, charge_fields, detect_shape, merge_usage, parse_usage, usage_of
+from streams.charge.usage import UsageError, charge_fields, detect_shape, merge_usage, parse_usage, usage_of
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "usage"
 TOKENS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
@@ -168,7 +168,7 @@ def test_create_charge_takes_usage(monkeypatch: pytest.MonkeyPatch) -> None:
         async def send(self, charge: Charge) -> None:
             sent.append(charge)
 
-    from streams import producer
+    from streams.producer import producer
 
     monkeypatch.setattr(producer, "ChargeProducer", FakeProducer)
     usage = {"input_tokens": 21, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 100}

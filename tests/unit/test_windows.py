@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from streams.windows import billing_date, day_end, day_length, day_start, last_day_ended_by
+from streams.charge.windows import billing_date, day_end, day_length, day_start, last_day_ended_by
 
 UTC_ZONE = ZoneInfo("UTC")
 NY = ZoneInfo("America/New_York")
