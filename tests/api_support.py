@@ -17,7 +17,7 @@ import click
 import httpx
 from click.testing import CliRunner, Result
 
-from streams.embedded.broker import ensure_topics
+from streams.kafka.topics import ensure_topics
 from tests import support
 from tests.support import WorkerProcess, charge_dict, wait_until
 

@@ -17,8 +17,9 @@ from zoneinfo import ZoneInfo
 from pydantic import TypeAdapter, ValidationError
 
 from schemas.charge import CONTROL_CHARACTERS, Charge
-from streams.charge.json_input import JsonInputError, load_json
+from streams.charge.json_input import load_json
 from streams.charge.windows import billing_date
+from streams.errors import JsonInputError
 
 MAX_CHARGE_BYTES = 64 * 1024
 

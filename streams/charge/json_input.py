@@ -10,16 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from streams.errors import JsonInputError
+
 #: Python refuses to convert integers longer than this (a guard against quadratic parsing).
 MAX_INT_DIGITS = 4300
-
-
-class JsonInputError(ValueError):
-    """Bytes that are not one JSON value; `reason` is what the DLQ and `billing produce` show."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
 
 
 def load_json(raw: bytes) -> Any:

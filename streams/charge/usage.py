@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from streams.errors import UsageError
+
 Shape = Literal["openai_chat", "openai_responses", "anthropic", "input_output", "gemini"]
 #: Charge.provider slug implied by a shape; "input_output" (bare input/output counts) is both
 #: OpenAI responses and Anthropic, mapped identically, so it implies no provider.
@@ -45,10 +47,6 @@ _GEMINI = {
     "total": ("total_token_count", "totalTokenCount"),
 }
 _GEMINI_NAMES = frozenset(n for names in _GEMINI.values() for n in names)
-
-
-class UsageError(ValueError):
-    """Usage that cannot be billed as given: absent, of unknown shape, or inconsistent counts."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -30,10 +29,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from streams.cli.common import read_settings
+from streams.cli.totals import render_table
 from streams.config.settings import Settings
-from streams.embedded.broker import EmbeddedBroker, ensure_topics
+from streams.embedded.broker import EmbeddedBroker
+from streams.embedded.ports import free_port
 from streams.embedded.postgres import EmbeddedPostgres, postgres_reachable
-from streams.ops.totals import TotalsQuery, fetch_totals, render_table
+from streams.kafka.topics import ensure_topics
+from streams.ops.totals import TotalsQuery, fetch_totals
 from streams.output_safety import console as make_console
 from streams.output_safety import plain
 from streams.producer.producer import ChargeProducer
@@ -43,12 +45,6 @@ from streams.testing.synthetic import synthetic_charges
 
 #: Each run's database is this prefix plus the run's id (time and random): never an existing one.
 DEMO_DATABASE_PREFIX = "billing_demo_"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def with_database(url: str, name: str) -> str:
@@ -122,7 +118,7 @@ async def _run(
         "BILLING_CHARGES_TOPIC": demo.charges_topic,
         "BILLING_DLQ_TOPIC": demo.dlq_topic,
         "BILLING_APP_ID": demo.app_id,
-        "BILLING_WEB_PORT": str(_free_port()),
+        "BILLING_WEB_PORT": str(free_port()),
         # Close past days promptly: a day closes once everything produced by its end + grace is read.
         "BILLING_GRACE": "30s",
         "BILLING_FLUSH_INTERVAL": "1s",

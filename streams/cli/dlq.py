@@ -1,10 +1,6 @@
-"""`billing dlq`: count, show and re-drive the records the worker refused.
+"""`billing dlq`: count, show, re-drive, skip and resolve the records the worker refused.
 
-The DLQ is read to its end with `read_topic` (the embedded broker's end offsets under-report) and held in
-memory: it is small next to the charges topic, and dedup by coordinates needs all of it anyway.
-The worker is at-least-once towards the DLQ (a crash or a replay refuses the same input again),
-so envelopes with the same (topic, partition, offset, index) are one refusal, handled once. A
-redrive sends the payload unchanged, once per letter (`streams.sink.dead_letters` keeps the state).
+The work itself is `streams.ops.dlq`; this module turns it into commands and tables.
 """
 
 from __future__ import annotations
@@ -14,13 +10,13 @@ import base64
 import functools
 import json
 import logging
+import re
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 import click
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from rich.table import Column, Table
 
@@ -29,49 +25,22 @@ from streams.charge.dead_letter import DeadLetter
 from streams.cli import errors
 from streams.cli.common import read_settings
 from streams.config.settings import Settings
-from streams.kafka.client import aiokafka_options, idempotent_producer
-from streams.kafka.topic_reader import read_topic
-from streams.ops.dlq import count_states, eligible, mark_redriven, resolve, skip
+from streams.ops.dlq import (
+    CURABLE,
+    count_states,
+    eligible,
+    mark,
+    mark_redriven,
+    redrive_key,
+    scan,
+    select,
+    send,
+    where,
+)
+from streams.ops.dlq import skip as skip_record
 from streams.output_safety import console, echo_data, escape_controls, plain
 
 T = TypeVar("T")
-#: Reasons a redrive can cure without editing the payload: a relaxed setting, or a key we supply.
-CURABLE = frozenset({"future_timestamp", "too_late", "missing_key", "invalid_key"})
-#: Header on re-driven records, so a record on the charges topic can be traced back to its refusal.
-HEADER = "billing-redrive-of"
-
-
-@dataclass
-class Scan:
-    """The DLQ as read: distinct letters in source order, plus what was set aside."""
-
-    letters: list[DeadLetter] = field(default_factory=list)
-    copies: Counter[tuple[str, int, int, int | None]] = field(default_factory=Counter)
-    unreadable: int = 0  # values that are not an envelope of ours
-
-
-def where(x: DeadLetter) -> str:
-    """`topic[partition]@offset` (+ `#index` for a batch element), as in the worker's log (escaped)."""
-    return escape_controls(
-        f"{x.topic}[{x.partition}]@{x.offset}" + ("" if x.index is None else f"#{x.index}")
-    )
-
-
-async def scan(settings: Settings) -> Scan:
-    """Read the whole DLQ topic, decode envelopes, keep the first copy of each coordinate."""
-    out = Scan()
-    async for records in read_topic(settings, settings.dlq_topic):
-        for record in records:
-            try:
-                letter = envelope.decode(record.value or b"")
-            except (ValueError, KeyError, TypeError, AttributeError):
-                out.unreadable += 1
-                continue
-            out.copies[letter.coordinates] += 1
-            if out.copies[letter.coordinates] == 1:
-                out.letters.append(letter)
-    out.letters.sort(key=lambda x: (x.topic, x.partition, x.offset, -1 if x.index is None else x.index))
-    return out
 
 
 def run(settings: Settings, work: Coroutine[Any, Any, T], hint: str = "") -> T:
@@ -91,13 +60,6 @@ def run(settings: Settings, work: Coroutine[Any, Any, T], hint: str = "") -> T:
         if type(exc) is not LookupError:  # KeyError/IndexError are bugs, not a missing topic
             raise
         raise click.ClickException(f"{exc} (check BILLING_*_TOPIC; `billing dev up` creates them)") from None
-
-
-def select(xs: Iterable[DeadLetter], reasons: Iterable[str] = (), **coords: int | None) -> list[DeadLetter]:
-    """Letters matching every given filter: reasons, and source `partition`/`offset` (None: any)."""
-    wanted, hit = set(reasons), {k: v for k, v in coords.items() if v is not None}
-    kept = (x for x in xs if x.reason in wanted or not wanted)
-    return [x for x in kept if all(getattr(x, k) == v for k, v in hit.items())]
 
 
 def as_text(payload: bytes) -> str | None:
@@ -124,41 +86,6 @@ def as_json(letter: DeadLetter) -> dict[str, Any]:
     if text is None:
         return body | {"payload_b64": base64.b64encode(letter.payload).decode("ascii")}
     return body | {"payload": text}
-
-
-def redrive_key(letter: DeadLetter) -> bytes | None:
-    """The original key; without one (or one that was not UTF-8), the payload's account_id."""
-    if letter.key is not None and "\ufffd" not in letter.key:
-        return letter.key.encode()
-    try:
-        body = json.loads(letter.payload)
-    except ValueError:
-        return None
-    items = body if isinstance(body, list) else [body]
-    accounts = {x.get("account_id") if isinstance(x, dict) else None for x in items}
-    account = accounts.pop() if len(accounts) == 1 else None
-    return account.encode() if isinstance(account, str) and account else None
-
-
-async def send(settings: Settings, chosen: list[tuple[DeadLetter, bytes]], waive: Iterable[str] = ()) -> None:
-    """Send payloads as stored, each with its key, and wait until Kafka acknowledged all."""
-    headers = [(envelope.WAIVE_HEADER, ",".join(sorted(waive)).encode())] if waive else []
-    idempotent = idempotent_producer(settings)
-    producer = AIOKafkaProducer(**aiokafka_options(settings), acks="all", enable_idempotence=idempotent)
-    topic = settings.charges_topic
-    await producer.start()
-    try:
-        # Never let a send create the topic (Tansu would auto-create it with 4 partitions).
-        if topic not in (await producer.client.fetch_all_metadata()).topics():
-            raise LookupError(f"topic {topic!r} does not exist")
-        futures = []
-        for x, key in chosen:
-            futures.append(
-                await producer.send(topic, x.payload, key, headers=[(HEADER, where(x).encode()), *headers])
-            )
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
 
 
 def print_letters(letters: list[DeadLetter], title: str | None = None) -> None:
@@ -299,7 +226,9 @@ def redrive(all_: bool, dry_run: bool, waive: tuple[str, ...], **selection: Any)
     settings = read_settings()
     found = run(settings, scan(settings))
     selected = select(found.letters, **selection)
-    chosen = run(settings, eligible(settings, selected))
+    chosen, held = run(settings, eligible(settings, selected))
+    for x, why in held:
+        click.echo(f"skipped {where(x)}: {why}", err=True)
     pairs = [(x, redrive_key(x)) for x in chosen]
     keyed, keyless = [(x, k) for x, k in pairs if k is not None], [x for x, k in pairs if k is None]
     for x in keyless:
@@ -324,5 +253,39 @@ def redrive(all_: bool, dry_run: bool, waive: tuple[str, ...], **selection: Any)
         click.get_current_context().exit(1)
 
 
-dlq.add_command(skip)
-dlq.add_command(resolve)
+_COORDINATES = re.compile(r"^(?P<topic>.+):(?P<partition>\d+):(?P<offset>\d+)$")
+
+
+@dlq.command("skip")
+@click.argument("where", metavar="TOPIC:PARTITION:OFFSET")
+def skip(where: str) -> None:
+    """Dead-letter one record without reading it (reason `skipped`).
+
+    For a record that must not be billed as it is. The workers pick the skip up within
+    BILLING_FLUSH_INTERVAL; everything else stays exact. A record already applied is not skipped.
+
+    \b
+    Example:
+      billing dlq skip charges:3:1042
+    """
+    match = _COORDINATES.match(where)
+    if match is None:
+        raise click.UsageError(f"expected TOPIC:PARTITION:OFFSET, got {where!r}")
+    settings = read_settings()
+    topic, partition, offset = match["topic"], int(match["partition"]), int(match["offset"])
+
+    if not asyncio.run(skip_record(settings, topic, partition, offset)):
+        raise click.ClickException(f"{where} was applied already: nothing to skip")
+    click.echo(f"{where} will be dead-lettered as `skipped` when a worker reaches it")
+
+
+@dlq.command("resolve")
+@click.option("--partition", type=int, required=True, help="Source partition of the refused record.")
+@click.option("--offset", type=int, required=True, help="Its offset.")
+@click.option("--index", type=int, default=None, help="The element of a batch record.")
+def resolve(partition: int, offset: int, index: int | None) -> None:
+    """Mark a letter resolved (handled by hand): `dlq list` stops counting it, redrive skips it."""
+    settings = read_settings()
+    letter = DeadLetter("resolved", "", settings.charges_topic, partition, offset, index, None, b"", "")
+    asyncio.run(mark(settings, [letter], "resolved"))
+    click.echo(f"{where(letter)} resolved")

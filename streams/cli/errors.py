@@ -14,6 +14,14 @@ from typing import Any
 
 import click
 
+from streams.errors import (
+    BillingError,
+    BrokerUnavailableError,
+    BrokerUnreachableError,
+    ConfigurationError,
+    NotReadyError,
+    ServiceUnreachable,
+)
 from streams.redaction import redact_text, url_target
 
 #: Exit status -> meaning; docs/operations.md lists the same table (a test compares them).
@@ -29,7 +37,7 @@ BROKER_HINT = "is the broker at {bootstrap} running? `billing dev up` starts one
 POSTGRES_HINT = "is Postgres running there? `billing dev up` starts one"
 
 
-class Failure(click.ClickException):
+class Failure(click.ClickException, BillingError):
     """A failure worth one line (exit 1)."""
 
     exit_code = 1
@@ -112,16 +120,19 @@ def translate(exc: Exception, settings: Any = None) -> click.ClickException | No
     import asyncpg
     from aiokafka.errors import KafkaConnectionError, KafkaError
 
-    from streams.embedded.broker import BrokerError, BrokerUnreachableError
-    from streams.producer.delivery import BrokerUnavailableError
-
     if settings is not None and isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
         return postgres_failure(exc, settings.dsn)
     if settings is not None and isinstance(
         exc, KafkaConnectionError | BrokerUnavailableError | BrokerUnreachableError
     ):
         return broker_unreachable(settings.kafka_bootstrap)
-    if isinstance(exc, BrokerError):
+    if isinstance(exc, ConfigurationError):
+        return UsageFailure(one_line(str(exc).splitlines()[0]))
+    if isinstance(exc, ServiceUnreachable):
+        return Unreachable(one_line(str(exc).splitlines()[0]))
+    if isinstance(exc, NotReadyError):
+        return NotReady(one_line(str(exc).splitlines()[0]))
+    if isinstance(exc, BillingError):
         return Failure(one_line(str(exc).splitlines()[0]))
     if isinstance(exc, KafkaError):
         return Failure(f"Kafka: {reason(exc)}")

@@ -124,13 +124,13 @@ def worker() -> None:
 
 def _register() -> None:
     from streams.cli.api import api, keys
+    from streams.cli.dashboard import dashboard
     from streams.cli.demo import demo
     from streams.cli.dev import dev
     from streams.cli.dlq import dlq
     from streams.cli.produce import produce
     from streams.cli.replay import rebuild, replay
-    from streams.dashboard.server import dashboard
-    from streams.ops.totals import totals
+    from streams.cli.totals import totals
 
     for command in (dev, produce, totals, dlq, replay, rebuild, dashboard, demo, api, keys):
         main.add_command(command)

@@ -26,13 +26,12 @@ from pydantic import ValidationError
 
 from schemas.charge import Charge
 from streams.charge.decode import Limits, classify, decode_record
-from streams.charge.json_input import JsonInputError, load_json
+from streams.charge.json_input import load_json
 from streams.cli.common import read_settings
 from streams.cli.errors import broker_unreachable
 from streams.config.settings import Settings
-from streams.embedded.broker import BrokerError, BrokerUnreachableError
+from streams.errors import BrokerError, BrokerUnavailableError, BrokerUnreachableError, JsonInputError
 from streams.output_safety import escape_controls
-from streams.producer.delivery import BrokerUnavailableError
 from streams.producer.producer import ChargeProducer, DeliveryError, encode_charge, to_charge
 from streams.testing.synthetic import synthetic_charges
 
@@ -180,7 +179,7 @@ async def _produce(
         if settings.kafka_is_loopback:
             # The embedded broker (Tansu) would auto-create the topic with 4 partitions on our
             # first send; real clusters are left alone (topics there are an operator's call).
-            from streams.embedded.broker import ensure_topics
+            from streams.kafka.topics import ensure_topics
 
             await ensure_topics(settings)  # no broker: BrokerUnreachableError, one line below
         with _progress(show_progress) as progress:

@@ -76,7 +76,7 @@ def _run(settings: Settings, coro: Coroutine[Any, Any, T]) -> T:
     import asyncpg
     from aiokafka.errors import KafkaConnectionError, KafkaError
 
-    from streams.ops.replay import GroupBusyError
+    from streams.errors import GroupBusyError
 
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its join/retry chatter is not ours
     try:

@@ -23,6 +23,7 @@ import asyncpg
 
 from schemas.charge import SLUG_PATTERN
 from streams.config.settings import Settings
+from streams.errors import BadRequest
 from streams.ops.totals import GROUP_COLUMNS, METRICS, TotalsQuery, build_totals_sql, fetch_totals
 
 FILTERS = ("account", "user", "provider", "charge_type")
@@ -33,14 +34,6 @@ LIST_LIMIT = 500  # values offered in a filter's suggestions
 _SINGLE = ("from", "to", "by", "metric")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _SLUG = re.compile(SLUG_PATTERN)
-
-
-class BadRequest(ValueError):
-    """A request the dashboard refuses with 400; `field` names the parameter at fault."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass(frozen=True)
@@ -205,7 +198,7 @@ class DlqStatus:
             return self._cached[1]
 
     async def _scan(self) -> dict[str, Any]:
-        from streams.cli.dlq import scan
+        from streams.ops.dlq import scan
 
         topic = self.settings.dlq_topic
         try:

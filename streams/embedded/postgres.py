@@ -19,7 +19,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,16 +28,14 @@ from urllib.parse import quote, unquote, urlsplit
 import asyncpg
 
 from streams.config.settings import Settings
-from streams.redaction import redact_url
+from streams.embedded.ports import free_port
+from streams.errors import EmbeddedPostgresError as PostgresError
+from streams.redaction import redact_url, url_target
 
 log = logging.getLogger(__name__)
 
 _UNREACHABLE = (OSError, TimeoutError, asyncpg.CannotConnectNowError)
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
-
-
-class PostgresError(RuntimeError):
-    """Postgres could not be reached, created, started or stopped (message is for humans)."""
 
 
 def database_name(url: str) -> str | None:
@@ -76,12 +73,6 @@ def postgres_bin_dirs() -> list[Path]:
         if all(os.access(d / exe, os.X_OK) for exe in ("initdb", "pg_ctl", "postgres"))
     ]
     return usable
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _connect(url: str, database: str | None = None, wait: float = 3.0) -> Any:
@@ -285,7 +276,7 @@ class EmbeddedPostgres:
                 )
 
     def _write_config(self) -> None:
-        port = self._port or self._configured_port() or _free_port()
+        port = self._port or self._configured_port() or free_port()
         socket_path = str(self.socket_dir / f".s.PGSQL.{port}")
         sockets = str(self.socket_dir) if len(socket_path) < _SOCKET_PATH_MAX else ""
         (self.pgdata / "billing.conf").write_text(
@@ -386,5 +377,21 @@ def _user_exists(name: str) -> bool:
 
 def effective_database_url(settings: Settings) -> str:
     """The URL a process should use: the private server recorded by `billing dev up` (or
-    `demo`) in this data dir if any, else BILLING_DATABASE_URL."""
-    return EmbeddedPostgres(settings.data_dir).recorded_url() or settings.dsn
+    `demo`) in this data dir if any, else BILLING_DATABASE_URL.
+
+    `dev up` starts that server only because BILLING_DATABASE_URL did not answer; while it is
+    recorded, every command must talk to it, or each would see another database. When
+    BILLING_DATABASE_URL was set explicitly, the switch is logged (targets only, no secrets)
+    rather than made silently: `billing dev down` ends it."""
+    recorded = EmbeddedPostgres(settings.data_dir).recorded_url()
+    if recorded is None or recorded == settings.dsn:
+        return settings.dsn
+    if "database_url" in settings.model_fields_set:
+        log.warning(
+            "using the private Postgres at %s recorded in %s, not BILLING_DATABASE_URL (%s): "
+            "`billing dev down` stops it",
+            url_target(recorded),
+            settings.data_dir,
+            url_target(settings.dsn),
+        )
+    return recorded

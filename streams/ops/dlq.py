@@ -1,50 +1,142 @@
-"""`billing dlq skip` and `billing dlq resolve`, and the state checks of a redrive.
+"""Dead letters as an operator handles them: read the DLQ, choose, redrive once, resolve.
 
-Kept apart from `streams.cli.dlq` (reading and showing letters): these are the commands that
-change what the workers and the next redrive do, through Postgres.
+The DLQ is read to its end with `read_topic` (the embedded broker's end offsets under-report) and
+held in memory: it is small next to the charges topic, and dedup by coordinates needs all of it
+anyway. The worker is at-least-once towards the DLQ (a crash or a replay refuses the same input
+again), so envelopes with the same (topic, partition, offset, index) are one refusal, handled
+once. A redrive sends the payload unchanged, once per letter; `streams.sink.dead_letters` keeps
+the state (open, redriven, resolved) in Postgres.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import asyncpg
-import click
+from aiokafka import AIOKafkaProducer
 
+from streams.charge import dead_letter as envelope
 from streams.charge.dead_letter import DeadLetter
-from streams.cli.common import read_settings
 from streams.config.settings import Settings
+from streams.kafka.client import aiokafka_options, idempotent_producer
+from streams.kafka.topic_reader import read_topic
+from streams.output_safety import escape_controls
 from streams.sink import dead_letters
 
-_COORDINATES = re.compile(r"^(?P<topic>.+):(?P<partition>\d+):(?P<offset>\d+)$")
+#: Reasons a redrive can cure without editing the payload: a relaxed setting, or a key we supply.
+CURABLE = frozenset({"future_timestamp", "too_late", "missing_key", "invalid_key"})
+#: Header on re-driven records, so a record on the charges topic can be traced back to its refusal.
+HEADER = "billing-redrive-of"
 
 
-async def eligible(settings: Settings, letters: list[DeadLetter]) -> list[DeadLetter]:
-    """The letters a redrive may send: open, complete, and younger than the dedup horizon."""
+@dataclass
+class Scan:
+    """The DLQ as read: distinct letters in source order, plus what was set aside."""
+
+    letters: list[DeadLetter] = field(default_factory=list)
+    copies: Counter[tuple[str, int, int, int | None]] = field(default_factory=Counter)
+    unreadable: int = 0  # values that are not an envelope of ours
+
+
+def where(x: DeadLetter) -> str:
+    """`topic[partition]@offset` (+ `#index` for a batch element), as in the worker's log (escaped)."""
+    return escape_controls(
+        f"{x.topic}[{x.partition}]@{x.offset}" + ("" if x.index is None else f"#{x.index}")
+    )
+
+
+async def scan(settings: Settings) -> Scan:
+    """Read the whole DLQ topic, decode envelopes, keep the first copy of each coordinate."""
+    out = Scan()
+    async for records in read_topic(settings, settings.dlq_topic):
+        for record in records:
+            try:
+                letter = envelope.decode(record.value or b"")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                out.unreadable += 1
+                continue
+            out.copies[letter.coordinates] += 1
+            if out.copies[letter.coordinates] == 1:
+                out.letters.append(letter)
+    out.letters.sort(key=lambda x: (x.topic, x.partition, x.offset, -1 if x.index is None else x.index))
+    return out
+
+
+def select(xs: Iterable[DeadLetter], reasons: Iterable[str] = (), **coords: int | None) -> list[DeadLetter]:
+    """Letters matching every given filter: reasons, and source `partition`/`offset` (None: any)."""
+    wanted, hit = set(reasons), {k: v for k, v in coords.items() if v is not None}
+    kept = (x for x in xs if x.reason in wanted or not wanted)
+    return [x for x in kept if all(getattr(x, k) == v for k, v in hit.items())]
+
+
+def redrive_key(letter: DeadLetter) -> bytes | None:
+    """The original key; without one (or one that was not UTF-8), the payload's account_id."""
+    if letter.key is not None and "\ufffd" not in letter.key:
+        return letter.key.encode()
+    try:
+        body = json.loads(letter.payload)
+    except ValueError:
+        return None
+    items = body if isinstance(body, list) else [body]
+    accounts = {x.get("account_id") if isinstance(x, dict) else None for x in items}
+    account = accounts.pop() if len(accounts) == 1 else None
+    return account.encode() if isinstance(account, str) and account else None
+
+
+async def send(settings: Settings, chosen: list[tuple[DeadLetter, bytes]], waive: Iterable[str] = ()) -> None:
+    """Send payloads as stored, each with its key, and wait until Kafka acknowledged all."""
+    headers = [(envelope.WAIVE_HEADER, ",".join(sorted(waive)).encode())] if waive else []
+    idempotent = idempotent_producer(settings)
+    producer = AIOKafkaProducer(**aiokafka_options(settings), acks="all", enable_idempotence=idempotent)
+    topic = settings.charges_topic
+    await producer.start()
+    try:
+        # Never let a send create the topic (Tansu would auto-create it with 4 partitions).
+        if topic not in (await producer.client.fetch_all_metadata()).topics():
+            raise LookupError(f"topic {topic!r} does not exist")
+        futures = []
+        for x, key in chosen:
+            futures.append(
+                await producer.send(topic, x.payload, key, headers=[(HEADER, where(x).encode()), *headers])
+            )
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def eligible(
+    settings: Settings, letters: list[DeadLetter]
+) -> tuple[list[DeadLetter], list[tuple[DeadLetter, str]]]:
+    """The letters a redrive may send (open, complete, younger than the dedup horizon), and the
+    others, each with why it is held back."""
     conn = await asyncpg.connect(settings.dsn, timeout=10)
     try:
         known = await dead_letters.states(conn, letters)
     finally:
         await conn.close()
-    out = []
+    out: list[DeadLetter] = []
+    held: list[tuple[DeadLetter, str]] = []
     for x in letters:
         state = known.get(dead_letters.coordinates(x))
         if state is not None:
-            click.echo(f"skipped {_where(x)}: already {state}", err=True)
+            held.append((x, f"already {state}"))
         elif x.truncated:
-            click.echo(
-                f"skipped {_where(x)}: its payload was truncated; redrive it from the charges topic", err=True
-            )
+            held.append((x, "its payload was truncated; redrive it from the charges topic"))
         elif dead_letters.older_than(x, settings.dedup_horizon):
-            click.echo(
-                f"skipped {_where(x)}: refused longer ago than BILLING_DEDUP_HORIZON, so its charge may "
-                "have counted since; check the rows, then `billing dlq resolve` it",
-                err=True,
+            held.append(
+                (
+                    x,
+                    "refused longer ago than BILLING_DEDUP_HORIZON, so its charge may have counted"
+                    " since; check the rows, then `billing dlq resolve` it",
+                )
             )
         else:
             out.append(x)
-    return out
+    return out, held
 
 
 async def count_states(settings: Settings, letters: list[DeadLetter]) -> dict[str, int] | None:
@@ -67,10 +159,10 @@ async def count_states(settings: Settings, letters: list[DeadLetter]) -> dict[st
 
 
 async def mark_redriven(settings: Settings, letters: list[DeadLetter]) -> None:
-    await _mark(settings, letters, "redriven")
+    await mark(settings, letters, "redriven")
 
 
-async def _mark(settings: Settings, letters: list[DeadLetter], state: str) -> None:
+async def mark(settings: Settings, letters: list[DeadLetter], state: str) -> None:
     conn = await asyncpg.connect(settings.dsn, timeout=10)
     try:
         await dead_letters.mark(conn, letters, state)
@@ -78,47 +170,10 @@ async def _mark(settings: Settings, letters: list[DeadLetter], state: str) -> No
         await conn.close()
 
 
-def _where(x: DeadLetter) -> str:
-    return f"{x.topic}[{x.partition}]@{x.offset}" + ("" if x.index is None else f"#{x.index}")
-
-
-@click.command("skip")
-@click.argument("where", metavar="TOPIC:PARTITION:OFFSET")
-def skip(where: str) -> None:
-    """Dead-letter one record without reading it (reason `skipped`).
-
-    For a record that must not be billed as it is. The workers pick the skip up within
-    BILLING_FLUSH_INTERVAL; everything else stays exact. A record already applied is not skipped.
-
-    \b
-    Example:
-      billing dlq skip charges:3:1042
-    """
-    match = _COORDINATES.match(where)
-    if match is None:
-        raise click.UsageError(f"expected TOPIC:PARTITION:OFFSET, got {where!r}")
-    settings = read_settings()
-    topic, partition, offset = match["topic"], int(match["partition"]), int(match["offset"])
-
-    async def work() -> bool:
-        conn = await asyncpg.connect(settings.dsn, timeout=10)
-        try:
-            return await dead_letters.skip(conn, topic, partition, offset)
-        finally:
-            await conn.close()
-
-    if not asyncio.run(work()):
-        raise click.ClickException(f"{where} was applied already: nothing to skip")
-    click.echo(f"{where} will be dead-lettered as `skipped` when a worker reaches it")
-
-
-@click.command("resolve")
-@click.option("--partition", type=int, required=True, help="Source partition of the refused record.")
-@click.option("--offset", type=int, required=True, help="Its offset.")
-@click.option("--index", type=int, default=None, help="The element of a batch record.")
-def resolve(partition: int, offset: int, index: int | None) -> None:
-    """Mark a letter resolved (handled by hand): `dlq list` stops counting it, redrive skips it."""
-    settings = read_settings()
-    letter = DeadLetter("resolved", "", settings.charges_topic, partition, offset, index, None, b"", "")
-    asyncio.run(_mark(settings, [letter], "resolved"))
-    click.echo(f"{_where(letter)} resolved")
+async def skip(settings: Settings, topic: str, partition: int, offset: int) -> bool:
+    """Have the workers dead-letter this record unread; False if it was applied already."""
+    conn = await asyncpg.connect(settings.dsn, timeout=10)
+    try:
+        return await dead_letters.skip(conn, topic, partition, offset)
+    finally:
+        await conn.close()

@@ -34,6 +34,7 @@ from streams.charge.dead_letter import waived_rules
 from streams.charge.decode import Limits, decode_record
 from streams.charge.windows import day_start
 from streams.config.settings import Settings
+from streams.errors import RebuildRefused
 from streams.kafka.topic_reader import read_topic
 from streams.rules.batch import Batch, record_fingerprint
 from streams.rules.settle import (
@@ -54,49 +55,6 @@ log = logging.getLogger(__name__)
 SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
 COUNTS = (*SUMS, "charge_count", "late_charge_count")
 Progress = Callable[[int, int], None]  # (partition, records read so far in it)
-
-OLD_ROWS = """
-SELECT id, account_id, user_id, provider, date, charge_type, prompt_tokens, completion_tokens,
-       total_tokens, cached_tokens, reasoning_tokens, charge_count, late_charge_count, revision,
-       finalized_at
-FROM daily_billing_records WHERE date BETWEEN $1 AND $2 ORDER BY id FOR UPDATE
-"""
-# Sources whose records this topic cannot give back, that fed a day of the range.
-UNREADABLE = """
-SELECT id, topic, partition, incarnation, last_offset, min_day, max_day FROM billing_sources
-WHERE NOT (id = ANY($1::integer[])) AND min_day <= $3 AND max_day >= $2
-ORDER BY topic, partition, incarnation
-"""
-SOURCE_FIRST_RECORDS = "SELECT id, first_record FROM billing_sources WHERE id = ANY($1::integer[])"
-WINNERS = """
-SELECT key, source_id, "offset", position FROM billing_dedup WHERE key = ANY($1::bytea[])
-"""
-DELETE = "DELETE FROM daily_billing_records WHERE id = ANY($1::bigint[])"
-# $1 ids, $2..$8 the counts (COUNTS order), $9 revision, $10 final
-UPDATE = """
-UPDATE daily_billing_records d SET
-    prompt_tokens = u.pt, completion_tokens = u.ct, total_tokens = u.tt, cached_tokens = u.cat,
-    reasoning_tokens = u.rt, charge_count = u.cc, late_charge_count = u.lc, revision = u.rev,
-    finalized_at = coalesce(d.finalized_at, CASE WHEN u.final THEN now() END), updated_at = now()
-FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
-            $7::bigint[], $8::bigint[], $9::integer[], $10::boolean[])
-     AS u(id, pt, ct, tt, cat, rt, cc, lc, rev, final)
-WHERE d.id = u.id
-"""
-INSERT = """
-INSERT INTO daily_billing_records
-    (account_id, user_id, provider, date, charge_type, prompt_tokens, completion_tokens,
-     total_tokens, cached_tokens, reasoning_tokens, charge_count, late_charge_count, revision,
-     finalized_at)
-SELECT a, u, p, d, t, pt, ct, tt, cat, rt, cc, lc, 0, CASE WHEN final THEN now() END
-FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::text[], $6::bigint[], $7::bigint[],
-            $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::boolean[])
-     AS x(a, u, p, d, t, pt, ct, tt, cat, rt, cc, lc, final)
-"""
-
-
-class RebuildRefused(ValueError):
-    """The rebuild would lose charges or read the wrong topic; nothing was changed."""
 
 
 @dataclass(slots=True)
@@ -212,7 +170,7 @@ async def _check_sources(
 ) -> None:
     """Refuse when rows of the range hold charges of sources this topic cannot give back."""
     current = [s for s in sources.values() if s is not None]
-    stored = dict(await conn.fetch(SOURCE_FIRST_RECORDS, current))
+    stored = dict(await conn.fetch(sink_sql.REBUILD_SOURCE_FIRST_RECORDS, current))
     for partition, fingerprint in sorted(collector.first_records.items()):
         source = sources.get(partition)
         if source is not None and stored.get(source) not in (None, fingerprint):
@@ -221,7 +179,9 @@ async def _check_sources(
                 "made from (the topic was recreated or the broker came back empty, and no worker has read "
                 "it since): start a worker first, then rebuild; nothing changed"
             )
-    lost = [r for r in await conn.fetch(UNREADABLE, current, first, last) if r["id"] not in drop]
+    lost = [
+        r for r in await conn.fetch(sink_sql.REBUILD_UNREADABLE, current, first, last) if r["id"] not in drop
+    ]
     if lost:
         names = "; ".join(
             f"source {r['id']} = {r['topic']}[{r['partition']}] incarnation {r['incarnation']} "
@@ -242,7 +202,7 @@ async def _winners(
     winners = first_sightings(admitted, sources)
     keys = list(winners)
     for start in range(0, len(keys), 50_000):
-        for r in await conn.fetch(WINNERS, keys[start : start + 50_000]):
+        for r in await conn.fetch(sink_sql.REBUILD_WINNERS, keys[start : start + 50_000]):
             winners[r[0]] = (r[1], r[2], r[3])
     return winners
 
@@ -286,7 +246,7 @@ async def _write(
     result = RebuildResult(records=collector.records, charges=sum(v[5] for v in fresh.values()))
     deletes: list[int] = []
     updates: list[list[object]] = [[] for _ in range(10)]
-    for old in await conn.fetch(OLD_ROWS, first, last):
+    for old in await conn.fetch(sink_sql.REBUILD_OLD_ROWS, first, last):
         key = (old["account_id"], old["user_id"], old["provider"], old["date"], old["charge_type"])
         counts = fresh.pop(key, None)
         if counts is None:
@@ -306,10 +266,10 @@ async def _write(
         for column, value in zip(inserts, [*key, *counts, final], strict=True):
             column.append(value)
     if deletes:
-        await conn.execute(DELETE, deletes)
+        await conn.execute(sink_sql.REBUILD_DELETE, deletes)
     if updates[0]:
-        await conn.execute(UPDATE, *updates)
+        await conn.execute(sink_sql.REBUILD_UPDATE, *updates)
     if inserts[0]:
-        await conn.execute(INSERT, *inserts)
+        await conn.execute(sink_sql.REBUILD_INSERT, *inserts)
     result.deleted, result.updated, result.inserted = len(deletes), len(updates[0]), len(inserts[0])
     return result

@@ -24,6 +24,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from streams.config.settings import Settings
+from streams.errors import GroupBusyError
 from streams.kafka.client import aiokafka_options
 from streams.kafka.topic_reader import partitions_of, read_topic
 
@@ -180,16 +181,6 @@ class TopicInspector:
             else:
                 plan.new = await first_offset_at_or_after(at, plan.start, plan.end, target_ms)
                 plan.how = "bisect"
-
-
-class GroupBusyError(RuntimeError):
-    """Workers are members of the group, so its offsets are theirs to commit, not ours."""
-
-    def __init__(self, group: str, members: list[str], detail: str, live: bool = True) -> None:
-        self.group, self.members = group, members
-        names = ", ".join(members) if members else "(none listed)"
-        what = "live member(s)" if live else "member(s) listed"
-        super().__init__(f"consumer group {group!r} has {len(members)} {what}: {names}; {detail}")
 
 
 async def group_members(admin: AIOKafkaAdminClient, group: str) -> list[str]:

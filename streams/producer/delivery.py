@@ -2,30 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from aiokafka.errors import KafkaTimeoutError
-
-
-class FailedRecord(NamedTuple):
-    """A record given up on; its bytes are kept so that a caller can store or resend them."""
-
-    key: bytes
-    value: bytes
-    charges: int
-    error: str
-
-
-class DeliveryError(Exception):
-    """Charges that did not reach Kafka after all retries (`failures` says which records)."""
-
-    def __init__(self, message: str, failures: list[FailedRecord] | None = None) -> None:
-        super().__init__(message)
-        self.failures = failures or []
-
-
-class BrokerUnavailableError(DeliveryError):
-    """No connection to Kafka at all (after retries), so nothing was sent."""
 
 
 def retriable(exc: BaseException) -> bool:

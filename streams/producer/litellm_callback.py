@@ -42,8 +42,9 @@ except ImportError as exc:  # an optional extra: say how to get it
     ) from exc
 
 from schemas.charge import Charge
-from streams.charge.usage import UsageError, parse_usage, usage_of
+from streams.charge.usage import parse_usage, usage_of
 from streams.config.settings import Settings, get_settings
+from streams.errors import UsageError
 from streams.producer.producer import ChargeProducer, to_charge
 
 log = logging.getLogger(__name__)

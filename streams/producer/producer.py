@@ -30,14 +30,9 @@ from streams.charge.records import (
     to_charge,
 )
 from streams.config.settings import Settings, get_settings
+from streams.errors import BrokerUnavailableError, DeliveryError, FailedRecord
 from streams.kafka.client import aiokafka_options, idempotent_producer
-from streams.producer.delivery import (
-    BrokerUnavailableError,
-    DeliveryError,
-    FailedRecord,
-    describe_error,
-    retriable,
-)
+from streams.producer.delivery import describe_error, retriable
 
 log = logging.getLogger(__name__)
 

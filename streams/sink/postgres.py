@@ -27,6 +27,7 @@ from typing import TypeVar
 import asyncpg
 
 from streams.config.settings import Settings
+from streams.errors import SinkDataError, SinkFatalError
 from streams.rules.batch import Batch
 from streams.rules.settle import (
     Coordinates,
@@ -38,21 +39,13 @@ from streams.rules.settle import (
     horizon_days,
     settle,
 )
-from streams.sink import metrics_sql, pg, sql
+from streams.sink import pg, sql
 from streams.sink.pg import RECORD_ERRORS, TRANSIENT
 from streams.testing import crashpoints
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Refuse = Callable[[list[PendingCharge]], Awaitable[None]]
-
-
-class SinkFatalError(RuntimeError):
-    """Postgres refused the write for a reason retrying cannot fix (schema, rights)."""
-
-
-class SinkDataError(SinkFatalError):
-    """Postgres refused a value of the batch: one of its records is to blame, not the sink."""
 
 
 class _TooLate(Exception):
@@ -324,7 +317,7 @@ class PostgresSink:
         """(billing days with provisional rows, closed_through) for the metrics."""
 
         async def read(conn: asyncpg.Connection) -> tuple[int, date | None]:
-            open_days = await conn.fetchval(metrics_sql.OPEN_DAYS)
+            open_days = await conn.fetchval(sql.OPEN_DAYS)
             return int(open_days), await conn.fetchval(sql.READ_CLOSED)
 
         return await self._run(read)

@@ -1,4 +1,9 @@
-"""The SQL of the sink. Values are always bound parameters; only fixed identifiers are spliced.
+"""Every statement that writes the billing tables, and the reads that decide those writes.
+
+Values are always bound parameters; only fixed identifiers are spliced. The flush, the day
+closer, the metrics and `billing rebuild` share this module so that one reading shows every
+way a row can change. (The read-only query builders of `billing totals`, the dashboard and the
+HTTP API live with those readers: they build SELECTs from whitelisted columns.)
 
 One flush is one transaction (see `streams.sink.postgres`); the per-charge rules run in Python between
 the reads and the write (`streams.rules.settle`):
@@ -163,3 +168,61 @@ PURGE_SEEN = "DELETE FROM billing_dedup WHERE seen_at < now() - $1::interval"
 PURGE_LEGACY = "DELETE FROM billing_seen_events WHERE seen_at < now() - $1::interval"
 
 SKIPS = 'SELECT partition, "offset" FROM billing_skips WHERE topic = $1'
+
+
+# --- Metrics (read-only) ------------------------------------------------------------------
+
+# Distinct dates with provisional rows, by skipping through the partial index
+# daily_billing_records_open: one index probe per open day, however many rows a day has.
+OPEN_DAYS = """
+WITH RECURSIVE open_days AS (
+    (SELECT date FROM daily_billing_records WHERE finalized_at IS NULL ORDER BY date LIMIT 1)
+    UNION ALL
+    SELECT (SELECT d.date FROM daily_billing_records d
+            WHERE d.finalized_at IS NULL AND d.date > o.date ORDER BY d.date LIMIT 1)
+    FROM open_days o WHERE o.date IS NOT NULL
+)
+SELECT count(date) FROM open_days
+"""
+
+
+# --- billing rebuild: recompute a range of days and replace their rows ---------------------
+
+REBUILD_OLD_ROWS = """
+SELECT id, account_id, user_id, provider, date, charge_type, prompt_tokens, completion_tokens,
+       total_tokens, cached_tokens, reasoning_tokens, charge_count, late_charge_count, revision,
+       finalized_at
+FROM daily_billing_records WHERE date BETWEEN $1 AND $2 ORDER BY id FOR UPDATE
+"""
+# Sources whose records this topic cannot give back, that fed a day of the range.
+REBUILD_UNREADABLE = """
+SELECT id, topic, partition, incarnation, last_offset, min_day, max_day FROM billing_sources
+WHERE NOT (id = ANY($1::integer[])) AND min_day <= $3 AND max_day >= $2
+ORDER BY topic, partition, incarnation
+"""
+REBUILD_SOURCE_FIRST_RECORDS = "SELECT id, first_record FROM billing_sources WHERE id = ANY($1::integer[])"
+REBUILD_WINNERS = """
+SELECT key, source_id, "offset", position FROM billing_dedup WHERE key = ANY($1::bytea[])
+"""
+REBUILD_DELETE = "DELETE FROM daily_billing_records WHERE id = ANY($1::bigint[])"
+# $1 ids, $2..$8 the counts (COUNTS order), $9 revision, $10 final
+REBUILD_UPDATE = """
+UPDATE daily_billing_records d SET
+    prompt_tokens = u.pt, completion_tokens = u.ct, total_tokens = u.tt, cached_tokens = u.cat,
+    reasoning_tokens = u.rt, charge_count = u.cc, late_charge_count = u.lc, revision = u.rev,
+    finalized_at = coalesce(d.finalized_at, CASE WHEN u.final THEN now() END), updated_at = now()
+FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
+            $7::bigint[], $8::bigint[], $9::integer[], $10::boolean[])
+     AS u(id, pt, ct, tt, cat, rt, cc, lc, rev, final)
+WHERE d.id = u.id
+"""
+REBUILD_INSERT = """
+INSERT INTO daily_billing_records
+    (account_id, user_id, provider, date, charge_type, prompt_tokens, completion_tokens,
+     total_tokens, cached_tokens, reasoning_tokens, charge_count, late_charge_count, revision,
+     finalized_at)
+SELECT a, u, p, d, t, pt, ct, tt, cat, rt, cc, lc, 0, CASE WHEN final THEN now() END
+FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::text[], $6::bigint[], $7::bigint[],
+            $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::boolean[])
+     AS x(a, u, p, d, t, pt, ct, tt, cat, rt, cc, lc, final)
+"""

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
@@ -32,10 +33,20 @@ from streams.worker.metrics import Metrics
 log = logging.getLogger("streams.worker")
 
 
-def _stop_worker(reason: BaseException) -> None:
-    """Stop the whole worker (graceful: what was acknowledged gets committed, nothing else)."""
+@dataclass
+class Outcome:
+    """Why the worker stopped itself, if it did: `run_worker` turns it into the exit status."""
+
+    fatal: str | None = None
+
+
+def _stop_worker(outcome: Outcome, reason: BaseException) -> None:
+    """Stop the whole worker (graceful: what was acknowledged gets committed, nothing else).
+
+    SIGTERM is how a Faust worker is stopped cleanly from inside (the same path as a supervisor's
+    stop); `outcome` tells the caller it was a fatal error, not a request to stop."""
     log.critical("stopping the worker, batch left unacknowledged: %s", reason)
-    os.environ["BILLING_WORKER_FATAL"] = type(reason).__name__
+    outcome.fatal = type(reason).__name__
     os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -67,8 +78,10 @@ def charges_topic(app: faust.App, settings: Settings) -> faust.TopicT:
     )
 
 
-def create_app(settings: Settings) -> faust.App:
-    """A Faust app with the metering agent and the day-closing timer."""
+def create_app(settings: Settings, outcome: Outcome | None = None) -> faust.App:
+    """A Faust app with the metering agent and the day-closing timer; a fatal error is recorded
+    in `outcome`."""
+    outcome = outcome if outcome is not None else Outcome()
     app = faust.App(
         settings.app_id,
         **app_options(settings),
@@ -96,7 +109,7 @@ def create_app(settings: Settings) -> faust.App:
         try:
             await meter.commit(chunk)
         except Exception as exc:
-            _stop_worker(exc)
+            _stop_worker(outcome, exc)
             raise
         crashpoints.reached("after_flush_before_ack")
         for event in chunk.events:
@@ -118,7 +131,7 @@ def create_app(settings: Settings) -> faust.App:
                     except StopAsyncIteration:
                         break
                     except Exception as exc:
-                        _stop_worker(exc)
+                        _stop_worker(outcome, exc)
                         raise
                     if committing is not None:
                         await committing
@@ -135,7 +148,7 @@ def create_app(settings: Settings) -> faust.App:
         try:
             await closer.tick()
         except Exception as exc:
-            _stop_worker(exc)
+            _stop_worker(outcome, exc)
             raise
         metrics.set_unread(closer.lag, range(settings.partitions))
 

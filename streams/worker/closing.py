@@ -1,11 +1,7 @@
 """Closing billing days: final means no on-time charge can still be waiting.
 
-The rule: day D closes once every partition of the charges topic has been applied up to its end
-as observed at a moment after end(D) + BILLING_GRACE. Every charge that reached the topic by then
-is in the rows when they become final; a charge that arrives later is late, and only such a
-charge is. A partition with unread records holds every day open, however long the worker was
-down, so a backlog is never counted late, and a backfill into an empty installation produces
-final rows without revisions.
+The rule is `streams.rules.closing`; this module observes the log ends and the applied offsets,
+and records a closure in Postgres when the rule allows it.
 
 One clock decides: Postgres' `now()`. It is the clock of the rows' `finalized_at` and of the
 dedup horizon, it is shared by every worker (their own clocks may disagree), and the log end is
@@ -22,32 +18,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, datetime
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.charge.windows import last_day_ended_by
 from streams.config.settings import Settings
 from streams.kafka.client import aiokafka_options
+from streams.rules.closing import closing_target, lagging, moved_on
 from streams.sink import sql
 from streams.sink.postgres import PostgresSink
 
 log = logging.getLogger(__name__)
-
-
-def closing_target(now: datetime, zone: ZoneInfo, grace: timedelta, closed: date | None) -> date | None:
-    """The last day whose end + grace has passed, when it is not closed yet."""
-    target = last_day_ended_by(now - grace, zone)
-    return target if closed is None or target > closed else None
-
-
-def lagging(ends: Mapping[int, int], applied: Mapping[int, int]) -> dict[int, int]:
-    """Partitions not yet applied up to their observed end, with how many offsets they lack."""
-    return {p: end - (applied.get(p, -1) + 1) for p, end in ends.items() if applied.get(p, -1) + 1 < end}
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +105,7 @@ class DayCloser:
         newest = max(self.pending, default=None)
         for day in sorted(self.pending, reverse=True):
             obs = self.pending[day]
-            if _moved(obs.sources, sources) or (closed is not None and day <= closed):
+            if moved_on(obs.sources, sources) or (closed is not None and day <= closed):
                 del self.pending[day]  # a partition started over (observe again), or closed already
                 continue
             behind = lagging(obs.ends, applied)
@@ -149,7 +132,7 @@ class DayCloser:
             current = await conn.fetchval(sql.LOCK_CALENDAR)
             applied = {r["partition"]: r["applied_offset"] for r in rows}
             sources = {r["partition"]: r["source_id"] for r in rows}
-            if (current is not None and obs.target <= current) or _moved(obs.sources, sources):
+            if (current is not None and obs.target <= current) or moved_on(obs.sources, sources):
                 return False
             if lagging(obs.ends, applied):
                 return False
@@ -166,8 +149,3 @@ class DayCloser:
             extra={"closed_through": obs.target.isoformat()},
         )
         return True
-
-
-def _moved(observed: Mapping[int, int | None], now: Mapping[int, int | None]) -> bool:
-    """A partition that had a source when observed has another one now (it started over)."""
-    return any(source is not None and now.get(p) != source for p, source in observed.items())

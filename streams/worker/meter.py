@@ -23,9 +23,10 @@ from streams.charge import dead_letter as dlq
 from streams.charge.dead_letter import waived_rules
 from streams.charge.decode import Decoded, Limits, Rejection, decode_record, element_bytes
 from streams.config.settings import Settings
+from streams.errors import SinkDataError
 from streams.rules.batch import Batch, record_fingerprint
 from streams.rules.settle import PendingCharge
-from streams.sink.postgres import FlushResult, PostgresSink, SinkDataError
+from streams.sink.postgres import FlushResult, PostgresSink
 from streams.testing import crashpoints
 from streams.worker.metrics import Metrics
 

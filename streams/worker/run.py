@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 from streams import logs
-from streams.cli import errors
 from streams.config.settings import Settings
-from streams.redaction import url_target
+from streams.errors import NotReadyError, ServiceUnreachable
+from streams.redaction import redact_text, url_secrets, url_target
 
 log = logging.getLogger("streams.worker")
 
@@ -18,17 +17,26 @@ async def preflight(settings: Settings) -> None:
     """Refuse to start, in one line with its exit code, when Postgres or the broker is away or
     the schema is older than this code: inside Faust each would be a long traceback and a crash
     that a supervisor restarts forever."""
-    from streams.embedded.broker import BrokerUnreachableError, ensure_topics
+    import asyncpg
+
+    from streams.kafka.topics import ensure_topics
     from streams.sink.migrate import available_migrations, current_version
 
-    conn = await errors.connect(settings.dsn)
+    try:
+        conn = await asyncpg.connect(settings.dsn, timeout=10)
+    except (OSError, TimeoutError, asyncpg.CannotConnectNowError) as exc:
+        why = redact_text(f"{type(exc).__name__}: {exc}", url_secrets(settings.dsn))
+        raise ServiceUnreachable(
+            f"cannot connect to Postgres at {url_target(settings.dsn)}: {why}; "
+            "is Postgres running there? `billing dev up` starts one"
+        ) from exc
     try:
         version = await current_version(conn)
     finally:
         await conn.close()
     wanted = available_migrations()[-1].version
     if version < wanted:
-        raise errors.NotReady(
+        raise NotReadyError(
             f"the database at {url_target(settings.dsn)} is at schema version {version}, "
             f"this worker needs {wanted}: run `billing migrate`"
         )
@@ -37,8 +45,6 @@ async def preflight(settings: Settings) -> None:
     chatter.setLevel(logging.CRITICAL)
     try:
         await ensure_topics(settings)
-    except BrokerUnreachableError as exc:
-        raise errors.broker_unreachable(settings.kafka_bootstrap) from exc
     finally:
         chatter.setLevel(level)
 
@@ -48,7 +54,7 @@ def run_worker(settings: Settings) -> None:
     import faust
 
     from streams.kafka.retention import check_retention
-    from streams.worker.app import create_app
+    from streams.worker.app import Outcome, create_app
 
     logs.configure(settings)  # until Faust installs the same configuration at start
     asyncio.run(preflight(settings))  # also creates the topics when they are missing
@@ -56,7 +62,8 @@ def run_worker(settings: Settings) -> None:
     for warning in asyncio.run(check_retention(settings)):
         log.warning("%s", warning)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(settings)
+    outcome = Outcome()
+    app = create_app(settings, outcome)
     # Faust (mode) installs logging when the worker starts; handing it our dictConfig is what
     # makes its own lines, aiokafka's and ours share one format (JSON lines when asked).
     worker = faust.Worker(
@@ -70,8 +77,7 @@ def run_worker(settings: Settings) -> None:
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
-        fatal = os.environ.get("BILLING_WORKER_FATAL")
-        if fatal:
-            log.critical("billing worker: stopped on a fatal error (%s); see the lines above", fatal)
+        if outcome.fatal:
+            log.critical("billing worker: stopped on a fatal error (%s); see the lines above", outcome.fatal)
             raise SystemExit(3) from None
         raise SystemExit(exc.code) from None

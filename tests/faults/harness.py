@@ -22,8 +22,9 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from streams.embedded.broker import EmbeddedBroker, ensure_topics
+from streams.embedded.broker import EmbeddedBroker
 from streams.embedded.postgres import EmbeddedPostgres
+from streams.kafka.topics import ensure_topics
 from streams.sink.migrate import migrate
 from streams.testing.synthetic import synthetic_charges
 from tests.faults import truth

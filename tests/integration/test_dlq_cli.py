@@ -21,7 +21,7 @@ from click.testing import Result
 
 from streams.charge import dead_letter as envelope
 from streams.cli.dlq import dlq
-from streams.embedded.broker import ensure_topics
+from streams.kafka.topics import ensure_topics
 from tests.api_support import billing_cli
 from tests.integration.test_safe_cli import billing
 from tests.support import (

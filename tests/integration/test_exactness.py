@@ -17,7 +17,8 @@ import pytest
 from confluent_kafka import Producer
 
 from streams.charge.dead_letter import decode as decode_letter
-from streams.embedded.broker import EmbeddedBroker, ensure_topics
+from streams.embedded.broker import EmbeddedBroker
+from streams.kafka.topics import ensure_topics
 from streams.producer.producer import ChargeProducer
 from tests.integration.test_pipeline import read_dlq
 from tests.integration.test_safe_cli import billing

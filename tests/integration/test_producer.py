@@ -31,6 +31,7 @@ from schemas.charge import Charge
 from streams.charge.decode import Limits, decode_record
 from streams.cli.produce import produce
 from streams.config.settings import Settings, get_settings
+from streams.embedded.ports import free_port
 from streams.producer.producer import (
     BrokerUnavailableError,
     ChargeProducer,
@@ -49,12 +50,6 @@ LIMITS = Limits(
     zone=ZoneInfo("UTC"),
     late_horizon=timedelta(days=35),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Broker:

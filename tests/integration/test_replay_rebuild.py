@@ -21,7 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.embedded.broker import ensure_topics
+from streams.kafka.topics import ensure_topics
 from tests.support import (
     ROOT,
     WorkerProcess,

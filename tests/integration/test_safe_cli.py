@@ -21,7 +21,7 @@ from streams.charge import dead_letter as envelope
 from streams.cli.errors import UsageFailure
 from streams.config.settings import Settings
 from streams.dashboard.server import create_app
-from streams.embedded.broker import ensure_topics
+from streams.kafka.topics import ensure_topics
 from tests.support import ROOT, charge_dict, free_port, pipeline_env, produce_raw, settings_from
 
 pytestmark = pytest.mark.integration

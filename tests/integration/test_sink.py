@@ -10,9 +10,10 @@ import pytest
 
 from schemas.charge import Charge
 from streams.config.settings import Settings
+from streams.errors import SinkDataError
 from streams.rules.batch import Batch
 from streams.rules.settle import PendingCharge
-from streams.sink.postgres import PostgresSink, SinkDataError
+from streams.sink.postgres import PostgresSink
 from streams.worker.closing import DayCloser, Observation
 
 pytestmark = pytest.mark.integration

@@ -21,8 +21,9 @@ import asyncpg
 import pytest
 from click.testing import CliRunner
 
+from streams.cli.totals import totals
 from streams.config.settings import get_settings
-from streams.ops.totals import GROUP_COLUMNS, METRICS, TotalsQuery, fetch_totals, to_csv, to_json, totals
+from streams.ops.totals import GROUP_COLUMNS, METRICS, TotalsQuery, fetch_totals, to_csv, to_json
 from streams.sink.migrate import migrate as apply_migrations
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from streams.charge.dead_letter import decode as decode_letter
-from streams.embedded.broker import ensure_topics
+from streams.kafka.topics import ensure_topics
 from tests.support import (
     WorkerProcess,
     fetch_rows,

@@ -11,12 +11,12 @@ from prometheus_client import generate_latest
 
 from streams.api.auth import Caller, readable_accounts
 from streams.api.bodies import CLOUDEVENT_BATCH, JSON, NDJSON, Refusal, elements_of, from_cloudevent
-from streams.api.errors import ApiError
 from streams.api.keys import PREFIX, Scope, hash_key, key_id_of, new_key, parse_scope
 from streams.api.query import _decode_cursor, _encode_cursor, _window_end
 from streams.api.usage_sql import UsageQuery, build_changes_sql, build_usage_sql
 from streams.api.validate import check_elements
 from streams.charge.decode import Limits, decode_record
+from streams.errors import ApiError
 
 NOW = datetime(2026, 6, 10, 12, tzinfo=UTC)
 LIMITS = Limits(NOW, timedelta(minutes=5), ZoneInfo("UTC"), timedelta(days=35))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from streams.worker.closing import _moved, closing_target, lagging
+from streams.rules.closing import closing_target, lagging, moved_on
 
 UTC_ZONE = ZoneInfo("UTC")
 NY = ZoneInfo("America/New_York")
@@ -38,5 +38,5 @@ def test_a_partition_lags_until_applied_up_to_its_observed_end():
 
 
 def test_an_observation_is_void_once_a_partition_started_over():
-    assert not _moved({0: 1, 1: None}, {0: 1, 1: 4})  # first read of partition 1: same incarnation
-    assert _moved({0: 1, 1: 2}, {0: 1, 1: 5})  # partition 1 is a new source now
+    assert not moved_on({0: 1, 1: None}, {0: 1, 1: 4})  # first read of partition 1: same incarnation
+    assert moved_on({0: 1, 1: 2}, {0: 1, 1: 5})  # partition 1 is a new source now

@@ -13,7 +13,8 @@ import pytest
 from rich.console import Console
 
 from streams.cli.errors import EXIT_CODES
-from streams.ops.totals import render_table, to_csv
+from streams.cli.totals import render_table
+from streams.ops.totals import to_csv
 from streams.output_safety import csv_cell, escape_controls
 from streams.redaction import redact_text, redact_url, url_secrets
 

@@ -17,6 +17,7 @@ import pytest
 from rich.console import Console
 
 from streams.cli.errors import one_line
+from streams.cli.totals import render_table
 from streams.ops.totals import (
     DEFAULT_GROUP_BY,
     GROUP_COLUMNS,
@@ -26,7 +27,6 @@ from streams.ops.totals import (
     check_group_by,
     output_columns,
     parse_group_by,
-    render_table,
     to_csv,
     to_json,
 )
