@@ -29,6 +29,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from streams.cli.common import read_settings
+from streams.cli.terminal import console as make_console
+from streams.cli.terminal import plain
 from streams.cli.totals import render_table
 from streams.config.settings import Settings
 from streams.embedded.broker import EmbeddedBroker
@@ -36,8 +38,6 @@ from streams.embedded.ports import free_port
 from streams.embedded.postgres import EmbeddedPostgres, postgres_reachable
 from streams.kafka.topics import ensure_topics
 from streams.ops.totals import TotalsQuery, fetch_totals
-from streams.output_safety import console as make_console
-from streams.output_safety import plain
 from streams.producer.producer import ChargeProducer
 from streams.redaction import redact_url
 from streams.sink.migrate import migrate

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from streams.cli.common import read_settings
 from streams.cli.errors import Failure, one_line
+from streams.cli.terminal import console, plain
 from streams.config.settings import Settings
 from streams.embedded.broker import EmbeddedBroker
 from streams.embedded.postgres import EmbeddedPostgres, postgres_reachable
@@ -26,7 +27,6 @@ from streams.errors import EmbeddedPostgresError as PostgresError
 from streams.kafka.client import aiokafka_options
 from streams.kafka.retention import check_retention
 from streams.kafka.topics import describe_partitions, ensure_topics
-from streams.output_safety import console, plain
 from streams.redaction import redact_url
 
 T = TypeVar("T")

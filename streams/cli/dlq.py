@@ -24,6 +24,7 @@ from streams.charge import dead_letter as envelope
 from streams.charge.dead_letter import DeadLetter
 from streams.cli import errors
 from streams.cli.common import read_settings
+from streams.cli.terminal import console, echo_data, plain
 from streams.config.settings import Settings
 from streams.ops.dlq import (
     CURABLE,
@@ -38,7 +39,7 @@ from streams.ops.dlq import (
     where,
 )
 from streams.ops.dlq import skip as skip_record
-from streams.output_safety import console, echo_data, escape_controls, plain
+from streams.output_safety import escape_controls
 
 T = TypeVar("T")
 

@@ -15,8 +15,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from streams import output_safety
-from streams.cli import errors
+from streams.cli import errors, terminal
 from streams.cli.common import load_settings
 from streams.ops.totals import (
     COUNTS,
@@ -61,7 +60,7 @@ def render_table(rows: Sequence[Mapping[str, Any]], console: Console, limit: int
         table.add_column(_HEADERS[key], footer=f"{sums[key]:,}", justify="right", no_wrap=True)
     table.add_column("status", footer="final" if all_final else "provisional", no_wrap=True)
     for r in rows:
-        cells: list[Any] = [output_safety.plain(r[k]) for k in groups] if groups else ["all"]
+        cells: list[Any] = [terminal.plain(r[k]) for k in groups] if groups else ["all"]
         cells += [f"{int(r[k]):,}" for k in COUNTS]
         cells.append("final" if r["final"] else "[yellow]provisional[/]")
         table.add_row(*cells)
@@ -138,12 +137,12 @@ def totals(group_by: str, fmt: str, limit: int | None, **filters: Any) -> None:
     rows = asyncio.run(_run(load_settings().dsn, q))
     limit = (TABLE_LIMIT if fmt == "table" else 0) if limit is None else limit
     if fmt == "table":
-        render_table(rows, output_safety.console(), limit)
+        render_table(rows, terminal.console(), limit)
         return
     shown = rows[:limit] if limit else rows
     if fmt == "json":
-        output_safety.echo_data(to_json(shown))
+        terminal.echo_data(to_json(shown))
     else:
-        output_safety.echo_data(to_csv(shown, output_columns(q)), nl=False)
+        terminal.echo_data(to_csv(shown, output_columns(q)), nl=False)
     if len(shown) < len(rows):
         click.echo(f"showing {len(shown):,} of {len(rows):,} rows (--limit 0 shows all)", err=True)
