@@ -23,8 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = (
-    "tests/unit/test_settle.py",
-    "tests/unit/test_closing.py",
+    "tests/unit/rules/test_settle.py",
+    "tests/unit/rules/test_closing.py",
     "tests/integration/test_sink.py",
 )
 

@@ -21,7 +21,7 @@ from schemas.charge import Charge
 from streams.charge.usage import charge_fields, detect_shape, merge_usage, parse_usage, usage_of
 from streams.errors import UsageError
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "usage"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "usage"
 TOKENS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
 
 

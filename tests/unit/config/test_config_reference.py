@@ -11,7 +11,7 @@ from pathlib import Path
 from streams.config import reference as config_doc
 from streams.config.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DOC = ROOT / "docs" / "operations.md"
 _NAME = re.compile(r"\bBILLING_[A-Z0-9_]*[A-Z0-9]\b")
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from streams.cli.main import main
 from tests.support import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SECRETS = {
     "BILLING_DATABASE_URL": "postgresql://billing:pg-help-secret-77@127.0.0.1:{port}/billing",
     "BILLING_KAFKA_SASL_PASSWORD": "sasl-help-secret-88",

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from streams.config.settings import Settings
 from streams.kafka.client import aiokafka_options
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PASSWORD = "s3cr3t-sasl-password"
 CASES = [
     ("SASL_PLAINTEXT", "PLAIN"),

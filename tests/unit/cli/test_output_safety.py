@@ -18,7 +18,7 @@ from streams.ops.totals import to_csv
 from streams.output_safety import csv_cell, escape_controls
 from streams.redaction import redact_text, redact_url, url_secrets
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 HOSTILE_NAME = "\x1b[31m[/bold][link=x]y[/link]"
 FORMULAS = ["=cmd|' /C calc'!A0", "+SUM(1+1)*cmd|' /C calc'!A0", "@SUM(1)", "-2+3", "\tx", "\rx"]
 
