@@ -42,6 +42,7 @@ from streams.rules.settle import (
     Coordinates,
     DailyKey,
     PendingCharge,
+    RowDelta,
     closure_marks,
     first_sightings,
     horizon_days,
@@ -55,6 +56,11 @@ log = logging.getLogger(__name__)
 SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
 COUNTS = (*SUMS, "charge_count", "late_charge_count")
 Progress = Callable[[int, int], None]  # (partition, records read so far in it)
+
+
+def _counts(delta: RowDelta) -> list[int]:
+    """A delta's numbers in COUNTS order (the columns of a row)."""
+    return [*delta.sums, delta.charge_count, delta.late_charge_count]
 
 
 @dataclass(slots=True)
@@ -238,22 +244,20 @@ async def _write(
     ]
     winners = await _winners(conn, admitted, sources)
     in_range = [c for c in admitted if first <= c.day <= last]
-    fresh: dict[DailyKey, list[int]] = {
-        d.key: [*d.sums, d.charge_count, d.late_charge_count]
-        for d in settle(in_range, sources, winners, marks).deltas
-    }
+    fresh: dict[DailyKey, RowDelta] = {d.key: d for d in settle(in_range, sources, winners, marks).deltas}
     closed = await conn.fetchval(sink_sql.READ_CLOSED)
-    result = RebuildResult(records=collector.records, charges=sum(v[5] for v in fresh.values()))
+    result = RebuildResult(records=collector.records, charges=sum(d.charge_count for d in fresh.values()))
     deletes: list[int] = []
     updates: list[list[object]] = [[] for _ in range(10)]
     for old in await conn.fetch(sink_sql.REBUILD_OLD_ROWS, first, last):
-        key = (old["account_id"], old["user_id"], old["provider"], old["date"], old["charge_type"])
-        counts = fresh.pop(key, None)
-        if counts is None:
+        key = DailyKey(old["account_id"], old["user_id"], old["provider"], old["date"], old["charge_type"])
+        delta = fresh.pop(key, None)
+        if delta is None:
             deletes.append(old["id"])
             continue
+        counts = _counts(delta)
         totals_changed = counts != [old[c] for c in COUNTS]
-        finalize = old["finalized_at"] is None and closed is not None and key[3] <= closed
+        finalize = old["finalized_at"] is None and closed is not None and key.date <= closed
         if not (totals_changed or finalize):
             result.unchanged += 1
             continue
@@ -261,9 +265,9 @@ async def _write(
         for column, value in zip(updates, [old["id"], *counts, revision, finalize], strict=True):
             column.append(value)
     inserts: list[list[object]] = [[] for _ in range(13)]
-    for key, counts in sorted(fresh.items()):
-        final = closed is not None and key[3] <= closed
-        for column, value in zip(inserts, [*key, *counts, final], strict=True):
+    for key, delta in sorted(fresh.items()):
+        final = closed is not None and key.date <= closed
+        for column, value in zip(inserts, [*key, *_counts(delta), final], strict=True):
             column.append(value)
     if deletes:
         await conn.execute(sink_sql.REBUILD_DELETE, deletes)

@@ -27,7 +27,17 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import NamedTuple
 
-DailyKey = tuple[str, str, str, date, str]  # account_id, user_id, provider, date, charge_type
+
+class DailyKey(NamedTuple):
+    """The key of one daily row (equal to, and hashing as, the plain tuple of its fields)."""
+
+    account_id: str
+    user_id: str
+    provider: str
+    date: date
+    charge_type: str
+
+
 Coordinates = tuple[int, int, int]  # source id, offset, position in the record
 SUMMED = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
 
@@ -54,7 +64,7 @@ class PendingCharge(NamedTuple):
 
     @property
     def daily_key(self) -> DailyKey:
-        return (self.account_id, self.user_id, self.provider, self.day, self.charge_type)
+        return DailyKey(self.account_id, self.user_id, self.provider, self.day, self.charge_type)
 
 
 def dedup_key(account_id: str, event_id: str) -> bytes:

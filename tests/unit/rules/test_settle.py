@@ -103,7 +103,7 @@ def test_late_when_applied_after_the_close() -> None:
     marks = closure_marks([(7, DAY, 50)])
     rows = [charge("e1", 2, 50), charge("e2", 2, 51), charge("e3", 2, 52, day=DAY + timedelta(days=1))]
     result = settle(rows, {2: 7}, first_sightings(rows, {2: 7}), marks)
-    by_day = {d.key[3]: d for d in result.deltas}
+    by_day = {d.key.date: d for d in result.deltas}
     assert result.late == 1
     assert (by_day[DAY].charge_count, by_day[DAY].late_charge_count) == (2, 1)
     assert by_day[DAY + timedelta(days=1)].late_charge_count == 0
