@@ -1,6 +1,6 @@
 """Where a worker's time goes: its two halves measured alone, in this process, on the same records.
 
-- decode: `streams.decode.decode_record` + `Batch.add_record` over the e2e records (the bytes the
+- decode: `streams.charge.decode.decode_record` + `Batch.add_record` over the e2e records (the bytes the
   producer sent), i.e. JSON, validation and the pending rows, with no Kafka and no Faust;
 - sink: `PostgresSink.flush` of those batches, 2,000 records each as the worker takes them
   (BILLING_BATCH_RECORDS), into a fresh database: the COPY, dedup, fenced upsert transaction.
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bench.infra import Bench
-from streams.aggregate import Batch
-from streams.decode import Limits, decode_record
-from streams.sink import PostgresSink
+from streams.charge.decode import Limits, decode_record
+from streams.rules.batch import Batch
+from streams.sink.postgres import PostgresSink
 from tests.support import settings_from
 
 

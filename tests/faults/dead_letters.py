@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from streams.topic_reader import read_topic
+from streams.kafka.topic_reader import read_topic
 from tests.faults.letter_count import Count, count
 from tests.faults.producers import Producers
 from tests.support import produce_raw

@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from streams.embedded_broker import ensure_topics
-from streams.topic_reader import read_topic
+from streams.kafka.topic_reader import read_topic
+from streams.kafka.topics import ensure_topics
 from tests.faults.catchup import committed, log_ends
 from tests.integration.test_guarantees import _charges, _records
 from tests.integration.test_pipeline import rows_match

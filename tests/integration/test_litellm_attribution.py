@@ -24,9 +24,9 @@ litellm = pytest.importorskip(
 
 from litellm.integrations.custom_logger import CustomLogger  # noqa: E402
 
-from streams.config import Settings  # noqa: E402
-from streams.embedded_broker import ensure_topics  # noqa: E402
-from streams.litellm_callback import BillingCallback  # noqa: E402
+from streams.config.settings import Settings  # noqa: E402
+from streams.kafka.topics import ensure_topics  # noqa: E402
+from streams.producer.litellm_callback import BillingCallback  # noqa: E402
 from tests.integration.test_litellm import MESSAGES, read_charges  # noqa: E402
 from tests.support import unique, wait_until  # noqa: E402
 

@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from streams import sink_sql
-from streams.config import Settings
-from streams.sink import PostgresSink
+from streams.config.settings import Settings
+from streams.sink import sql as sink_sql
+from streams.sink.postgres import PostgresSink
 from tests.integration.test_sink import batch, charge, row
 from tests.support import wait_until
 
