@@ -16,6 +16,7 @@ from itertools import count
 from zoneinfo import ZoneInfo
 
 from schemas.charge import Charge
+from streams.pricing import normalize_model
 from streams.settle import PendingCharge, dedup_key
 from streams.windows import billing_date
 
@@ -94,6 +95,8 @@ class Batch:
                     c.reasoning_tokens,
                     c.event_id,
                     accept_late,
+                    normalize_model(c.model),
+                    c.occurred_at,
                 )
             )
             mark.charges += 1

@@ -86,25 +86,32 @@ def main() -> None:
 
 @main.command()
 def migrate() -> None:
-    """Create or upgrade the Postgres schema (versioned, idempotent, safe to run concurrently)."""
+    """Create or upgrade the Postgres schema (versioned, idempotent, safe to run concurrently).
+
+    An empty price book gets the default prices bundled with genai-prices.
+    """
     from streams.migrate import current_version
     from streams.migrate import migrate as run_migrations
+    from streams.price_store import seed_defaults
 
     settings = load_settings()
 
-    async def go() -> tuple[list[str], int]:
+    async def go() -> tuple[list[str], int, int]:
         conn = await errors.connect(settings.dsn)
         try:
             applied = await run_migrations(conn)
-            return [f"{m.version:03d}_{m.name}" for m in applied], await current_version(conn)
+            seeded = await seed_defaults(conn)
+            return [f"{m.version:03d}_{m.name}" for m in applied], await current_version(conn), seeded
         finally:
             await conn.close()
 
-    applied, version = asyncio.run(go())
+    applied, version, seeded = asyncio.run(go())
     if applied:
         click.echo(f"applied {', '.join(applied)}; schema at version {version}")
     else:
         click.echo(f"schema up to date at version {version}")
+    if seeded:
+        click.echo(f"price book: {seeded:,} default prices from genai-prices (see billing prices list)")
 
 
 @main.command()
@@ -128,11 +135,12 @@ def _register() -> None:
     from streams.demo import demo
     from streams.dev import dev
     from streams.dlq_cli import dlq
+    from streams.prices_cli import prices
     from streams.produce_cli import produce
     from streams.replay_cli import rebuild, replay
     from streams.totals import totals
 
-    for command in (dev, produce, totals, dlq, replay, rebuild, dashboard, demo, api, keys):
+    for command in (dev, produce, totals, dlq, replay, rebuild, dashboard, demo, api, keys, prices):
         main.add_command(command)
 
 

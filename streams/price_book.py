@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 
 from streams.pricing import Counts, Price, cost_nanos, normalize_model
+from streams.settle import PendingCharge
 
 Timeline = tuple[tuple[datetime, ...], tuple[Price, ...]]  # starts ascending, price from each start
 DayTimeline = tuple[tuple[datetime, ...], tuple[Price | None, ...]]  # None: unpriced from there
@@ -89,3 +90,21 @@ class PriceBook:
         """(cost in nano-units, currency) of a charge, or None when its model has no price."""
         price = self.lookup(account_id, provider, model, at)
         return None if price is None else (cost_nanos(counts, price), price.currency)
+
+
+class Pricing:
+    """Prices the charges of one flush with a book, and remembers which models had no price
+    (by provider and model, for the metrics that name them)."""
+
+    def __init__(self, book: PriceBook) -> None:
+        self.book = book
+        self.unpriced: dict[tuple[str, str], int] = {}
+
+    def __call__(self, c: PendingCharge) -> tuple[int, str] | None:
+        priced = None
+        if c.occurred_at is not None:
+            priced = self.book.cost(c.account_id, c.provider, c.model, c.occurred_at, c)
+        if priced is None:
+            key = (c.provider, c.model)
+            self.unpriced[key] = self.unpriced.get(key, 0) + 1
+        return priced

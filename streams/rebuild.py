@@ -35,10 +35,12 @@ from streams.aggregate import Batch, record_fingerprint
 from streams.config import Settings
 from streams.decode import Limits, decode_record
 from streams.dlq import waived_rules
+from streams.price_book import Pricing
+from streams.price_store import load_book
+from streams.rebuild_rows import BY_MODEL, DAILY, replace_rows
 from streams.settle import (
     NO_MARKS,
     Coordinates,
-    DailyKey,
     PendingCharge,
     closure_marks,
     first_sightings,
@@ -51,16 +53,8 @@ from streams.windows import day_start
 
 log = logging.getLogger(__name__)
 
-SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
-COUNTS = (*SUMS, "charge_count", "late_charge_count")
 Progress = Callable[[int, int], None]  # (partition, records read so far in it)
 
-OLD_ROWS = """
-SELECT id, account_id, user_id, provider, date, charge_type, prompt_tokens, completion_tokens,
-       total_tokens, cached_tokens, reasoning_tokens, charge_count, late_charge_count, revision,
-       finalized_at
-FROM daily_billing_records WHERE date BETWEEN $1 AND $2 ORDER BY id FOR UPDATE
-"""
 # Sources whose records this topic cannot give back, that fed a day of the range.
 UNREADABLE = """
 SELECT id, topic, partition, incarnation, last_offset, min_day, max_day FROM billing_sources
@@ -70,28 +64,6 @@ ORDER BY topic, partition, incarnation
 SOURCE_FIRST_RECORDS = "SELECT id, first_record FROM billing_sources WHERE id = ANY($1::integer[])"
 WINNERS = """
 SELECT key, source_id, "offset", position FROM billing_dedup WHERE key = ANY($1::bytea[])
-"""
-DELETE = "DELETE FROM daily_billing_records WHERE id = ANY($1::bigint[])"
-# $1 ids, $2..$8 the counts (COUNTS order), $9 revision, $10 final
-UPDATE = """
-UPDATE daily_billing_records d SET
-    prompt_tokens = u.pt, completion_tokens = u.ct, total_tokens = u.tt, cached_tokens = u.cat,
-    reasoning_tokens = u.rt, charge_count = u.cc, late_charge_count = u.lc, revision = u.rev,
-    finalized_at = coalesce(d.finalized_at, CASE WHEN u.final THEN now() END), updated_at = now()
-FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
-            $7::bigint[], $8::bigint[], $9::integer[], $10::boolean[])
-     AS u(id, pt, ct, tt, cat, rt, cc, lc, rev, final)
-WHERE d.id = u.id
-"""
-INSERT = """
-INSERT INTO daily_billing_records
-    (account_id, user_id, provider, date, charge_type, prompt_tokens, completion_tokens,
-     total_tokens, cached_tokens, reasoning_tokens, charge_count, late_charge_count, revision,
-     finalized_at)
-SELECT a, u, p, d, t, pt, ct, tt, cat, rt, cc, lc, 0, CASE WHEN final THEN now() END
-FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::text[], $6::bigint[], $7::bigint[],
-            $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::boolean[])
-     AS x(a, u, p, d, t, pt, ct, tt, cat, rt, cc, lc, final)
 """
 
 
@@ -278,38 +250,12 @@ async def _write(
     ]
     winners = await _winners(conn, admitted, sources)
     in_range = [c for c in admitted if first <= c.day <= last]
-    fresh: dict[DailyKey, list[int]] = {
-        d.key: [*d.sums, d.charge_count, d.late_charge_count]
-        for d in settle(in_range, sources, winners, marks).deltas
-    }
+    # The current book prices every charge again: a rebuild is also how a past period is repriced.
+    settled = settle(in_range, sources, winners, marks, Pricing(await load_book(conn)))
     closed = await conn.fetchval(sink_sql.READ_CLOSED)
-    result = RebuildResult(records=collector.records, charges=sum(v[5] for v in fresh.values()))
-    deletes: list[int] = []
-    updates: list[list[object]] = [[] for _ in range(10)]
-    for old in await conn.fetch(OLD_ROWS, first, last):
-        key = (old["account_id"], old["user_id"], old["provider"], old["date"], old["charge_type"])
-        counts = fresh.pop(key, None)
-        if counts is None:
-            deletes.append(old["id"])
-            continue
-        totals_changed = counts != [old[c] for c in COUNTS]
-        finalize = old["finalized_at"] is None and closed is not None and key[3] <= closed
-        if not (totals_changed or finalize):
-            result.unchanged += 1
-            continue
-        revision = old["revision"] + (1 if totals_changed else 0)
-        for column, value in zip(updates, [old["id"], *counts, revision, finalize], strict=True):
-            column.append(value)
-    inserts: list[list[object]] = [[] for _ in range(13)]
-    for key, counts in sorted(fresh.items()):
-        final = closed is not None and key[3] <= closed
-        for column, value in zip(inserts, [*key, *counts, final], strict=True):
-            column.append(value)
-    if deletes:
-        await conn.execute(DELETE, deletes)
-    if updates[0]:
-        await conn.execute(UPDATE, *updates)
-    if inserts[0]:
-        await conn.execute(INSERT, *inserts)
-    result.deleted, result.updated, result.inserted = len(deletes), len(updates[0]), len(inserts[0])
+    result = RebuildResult(records=collector.records, charges=sum(d.charge_count for d in settled.deltas))
+    rows = await replace_rows(conn, DAILY, {d.key: d for d in settled.deltas}, first, last, closed)
+    await replace_rows(conn, BY_MODEL, {d.key: d for d in settled.model_deltas}, first, last, closed)
+    result.deleted, result.updated, result.inserted = rows.deleted, rows.updated, rows.inserted
+    result.unchanged = rows.unchanged
     return result

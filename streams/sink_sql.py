@@ -7,7 +7,8 @@ the reads and the write (`streams.settle`):
   2. CLOSURES          — the closure marks of those sources (too late? late?);
   3. RECORD_SEEN       — the winner of each new idempotency key, with its coordinates; the keys
                          the ledger knew already come back from SEEN_ELSEWHERE;
-  4. UPSERT            — one delta per daily row, added to it (inserted when new);
+  4. UPSERT            — one delta per daily row, added to it (inserted when new), with its
+                         cost; UPSERT_MODELS the same by model;
   5. ADVANCE           — the sources' fences and progress, and the days they fed.
 """
 
@@ -101,27 +102,39 @@ WHERE (s.source_id, s."offset", s.position) <> (b.source_id, b."offset", b.posit
 LEGACY_PRESENT = "SELECT EXISTS (SELECT 1 FROM billing_seen_events)"
 LEGACY_SEEN = "SELECT event_id FROM billing_seen_events WHERE event_id = ANY($1::text[])"
 
-DELTA_COLUMNS = (*KEY, *SUMMED, "charge_count", "late_charge_count")
-_delta_types = ("text", "text", "text", "date", "text", *["bigint"] * 7)
-_unnest_delta = ", ".join(f"${i}::{t}[]" for i, t in enumerate(_delta_types, 1))
-_added = (*SUMMED, "charge_count", "late_charge_count")
-_excluded = ",\n    ".join(f"{c} = d.{c} + EXCLUDED.{c}" for c in _added)
+PRICED = ("cost_nanos", "unpriced_charge_count")
+MODEL_KEY = ("account_id", "user_id", "provider", "model", "date", "charge_type")
 
-# $1..$12 the deltas column by column (DELTA_COLUMNS), $13 closed_through (may be NULL). A row
-# born after its day closed is final at once and is no revision; a final row that gains charges
-# is revised (revision + 1, updated_at moves) so invoice exports pick it up.
-UPSERT = f"""
-INSERT INTO daily_billing_records AS d
-    ({", ".join(KEY + SUMMED)}, charge_count, late_charge_count, revision, finalized_at)
-SELECT {", ".join(f"u.{c}" for c in KEY + SUMMED)}, u.charge_count, u.late_charge_count, 0,
-       CASE WHEN u.date <= $13::date THEN now() END
-FROM unnest({_unnest_delta}) AS u({", ".join(DELTA_COLUMNS)})
-ON CONFLICT ON CONSTRAINT daily_billing_records_key DO UPDATE SET
-    {_excluded},
+
+def _upsert(table: str, key: tuple[str, ...]) -> str:
+    """Add deltas to their rows (inserted when new): the counts, the cost and its currency.
+
+    Parameters: the deltas column by column (key, SUMMED, charge_count, late_charge_count,
+    cost_nanos, unpriced_charge_count, currency), then closed_through (may be NULL). A row born
+    after its day closed is final at once and is no revision; a final row that gains charges is
+    revised (revision + 1, updated_at moves) so invoice exports pick it up.
+    """
+    columns = (*key, *SUMMED, "charge_count", "late_charge_count", *PRICED, "currency")
+    types = [("date" if c == "date" else "text") for c in key] + ["bigint"] * 9 + ["text"]
+    arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, 1))
+    summed = (*SUMMED, "charge_count", "late_charge_count", *PRICED)
+    added = ",\n    ".join(f"{c} = d.{c} + EXCLUDED.{c}" for c in summed)
+    closed = f"${len(types) + 1}::date"
+    return f"""
+INSERT INTO {table} AS d ({", ".join(columns)}, revision, finalized_at)
+SELECT {", ".join(f"u.{c}" for c in columns)}, 0, CASE WHEN u.date <= {closed} THEN now() END
+FROM unnest({arrays}) AS u({", ".join(columns)})
+ON CONFLICT ON CONSTRAINT {table}_key DO UPDATE SET
+    {added},
+    currency = coalesce(EXCLUDED.currency, d.currency),
     revision = d.revision + CASE WHEN d.finalized_at IS NOT NULL THEN 1 ELSE 0 END,
     finalized_at = coalesce(d.finalized_at, EXCLUDED.finalized_at),
     updated_at = now()
 """  # noqa: S608
+
+
+UPSERT = _upsert("daily_billing_records", KEY)
+UPSERT_MODELS = _upsert("daily_model_records", MODEL_KEY)
 
 # $1 topic, $2 partitions, $3 max offsets, $4 max event times, $5 had charges, $6 first days,
 # $7 last days (NULL where the partition brought no charge).
@@ -155,6 +168,10 @@ ON CONFLICT DO NOTHING
 SET_CLOSED = "UPDATE billing_calendar SET closed_through = $1, updated_at = now()"
 
 FINALIZE = """
+WITH by_model AS (
+    UPDATE daily_model_records SET finalized_at = now(), updated_at = now()
+    WHERE date <= $1 AND finalized_at IS NULL
+)
 UPDATE daily_billing_records SET finalized_at = now(), updated_at = now()
 WHERE date <= $1 AND finalized_at IS NULL
 """

@@ -139,8 +139,8 @@ MUTANTS = (
     Mutant(
         "streams/sink_sql.py",
         "UPSERT: a row born after its close is provisional (`<=` -> `<`)",
-        "CASE WHEN u.date <= $13::date THEN now() END",
-        "CASE WHEN u.date < $13::date THEN now() END",
+        "CASE WHEN u.date <= {closed} THEN now() END",
+        "CASE WHEN u.date < {closed} THEN now() END",
     ),
     Mutant(
         "streams/sink_sql.py",
@@ -151,8 +151,8 @@ MUTANTS = (
     Mutant(
         "streams/sink_sql.py",
         "UPSERT: sums replaced, not added",
-        '_excluded = ",\\n    ".join(f"{c} = d.{c} + EXCLUDED.{c}"',
-        '_excluded = ",\\n    ".join(f"{c} = EXCLUDED.{c}"',
+        'added = ",\\n    ".join(f"{c} = d.{c} + EXCLUDED.{c}"',
+        'added = ",\\n    ".join(f"{c} = EXCLUDED.{c}"',
     ),
 )
 
