@@ -1,4 +1,5 @@
-"""`billing totals`: daily totals read from `daily_billing_records`.
+"""`billing totals`: daily totals and their cost, read from `daily_billing_records` (or, to
+split or filter by model, from `daily_model_records`, which holds the same sums by model).
 
 The query builder is pure so the SQL can be tested without a database. Values only ever travel
 as bound parameters ($1, $2, ...); column names come from the fixed `GROUP_COLUMNS` whitelist,
@@ -14,6 +15,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
@@ -26,10 +28,10 @@ from rich.table import Table
 from streams import errors, output_safety
 from streams.cli_common import load_settings
 
-#: Group-by name (what a user types) -> column of `daily_billing_records` (what SQL sees).
+#: Group-by name (what a user types) -> column of the daily tables (what SQL sees).
 GROUP_COLUMNS: Mapping[str, str] = MappingProxyType(
     {"date": "date", "account": "account_id", "user": "user_id", "provider": "provider"}
-    | {"charge_type": "charge_type"}
+    | {"charge_type": "charge_type", "model": "model"}
 )
 #: Default grouping: one line per day, account, provider and charge type — the billable unit
 #: of an invoice. Users are folded in; add `user` to split them out.
@@ -39,8 +41,10 @@ METRICS: tuple[str, ...] = tuple(
     [f"{kind}_tokens" for kind in ("prompt", "completion", "total", "cached", "reasoning")]
     + ["charge_count", "late_charge_count"]
 )
-_COUNTS: tuple[str, ...] = (*METRICS, "rows")
-_FILTERS: tuple[str, ...] = ("account", "user", "provider", "charge_type")
+#: Money, after the counts: charges without a price, the exact cost and its currency.
+MONEY: tuple[str, ...] = ("unpriced_charge_count", "cost", "currency")
+_COUNTS: tuple[str, ...] = (*METRICS, "unpriced_charge_count", "rows")
+_FILTERS: tuple[str, ...] = ("account", "user", "provider", "charge_type", "model")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _HEADERS = {k: k.removesuffix("_tokens").removesuffix("_count") for k in _COUNTS}
 #: Rows a table shows unless --limit says otherwise: a screenful or two, not thousands of lines.
@@ -59,6 +63,7 @@ class TotalsQuery:
     user: tuple[str, ...] = ()
     provider: tuple[str, ...] = ()
     charge_type: tuple[str, ...] = ()
+    model: tuple[str, ...] = ()
     date_from: date | None = None
     date_to: date | None = None
     group_by: tuple[str, ...] = DEFAULT_GROUP_BY
@@ -89,7 +94,12 @@ def check_group_by(names: Sequence[str]) -> tuple[str, ...]:
 
 def output_columns(q: TotalsQuery) -> list[str]:
     """The keys of every result row, in order (also the CSV header)."""
-    return [GROUP_COLUMNS[g] for g in check_group_by(q.group_by)] + [*_COUNTS, "final"]
+    return [GROUP_COLUMNS[g] for g in check_group_by(q.group_by)] + [*METRICS, *MONEY, "rows", "final"]
+
+
+def source_table(q: TotalsQuery) -> str:
+    """The daily rows, or the same sums by model when the model is asked for."""
+    return "daily_model_records" if "model" in q.group_by or q.model else "daily_billing_records"
 
 
 def build_totals_sql(q: TotalsQuery) -> tuple[str, list[Any]]:
@@ -117,8 +127,14 @@ def build_totals_sql(q: TotalsQuery) -> tuple[str, list[Any]]:
 
     select = [f'"{c}"' for c in columns]
     select += [f'COALESCE(sum("{m}"), 0)::bigint AS "{m}"' for m in METRICS]
+    select += [
+        'COALESCE(sum("unpriced_charge_count"), 0)::bigint AS "unpriced_charge_count"',
+        # Exact: whole nano-units summed as integers, shown with nine decimals.
+        'round(COALESCE(sum("cost_nanos"), 0)::numeric / 1000000000, 9) AS "cost"',
+        'max("currency") AS "currency"',
+    ]
     select += ['count(*)::bigint AS "rows"', 'bool_and(finalized_at IS NOT NULL) AS "final"']
-    lines = ["SELECT " + ",\n       ".join(select), "FROM daily_billing_records"]
+    lines = ["SELECT " + ",\n       ".join(select), f"FROM {source_table(q)}"]
     if where:
         lines.append("WHERE " + "\n  AND ".join(where))
     group = ", ".join(f'"{c}"' for c in columns)
@@ -153,8 +169,10 @@ def render_table(rows: Sequence[Mapping[str, Any]], console: Console, limit: int
     if not rows:
         console.print("No billing records match.")
         return
-    groups = [k for k in rows[0] if k not in _COUNTS and k != "final"]
+    groups = [k for k in rows[0] if k not in (*_COUNTS, *MONEY, "final")]
     sums = {k: sum(int(r[k]) for r in rows) for k in _COUNTS}
+    cost = sum((Decimal(r["cost"]) for r in rows), Decimal(0))
+    currency = next((r["currency"] for r in rows if r["currency"]), "")
     all_final = all(r["final"] for r in rows)
     caption = "provisional = the day is still open; sums may grow"
     if 0 < limit < len(rows):
@@ -165,10 +183,12 @@ def render_table(rows: Sequence[Mapping[str, Any]], console: Console, limit: int
         table.add_column(key, footer="TOTAL" if i == 0 else "", no_wrap=True)
     for key in _COUNTS:
         table.add_column(_HEADERS[key], footer=f"{sums[key]:,}", justify="right", no_wrap=True)
+    table.add_column(f"cost {currency}".strip(), footer=money(cost), justify="right", no_wrap=True)
     table.add_column("status", footer="final" if all_final else "provisional", no_wrap=True)
     for r in rows:
         cells: list[Any] = [output_safety.plain(r[k]) for k in groups] if groups else ["all"]
         cells += [f"{int(r[k]):,}" for k in _COUNTS]
+        cells.append(money(Decimal(r["cost"])))
         cells.append("final" if r["final"] else "[yellow]provisional[/]")
         table.add_row(*cells)
     width = console.width
@@ -179,12 +199,23 @@ def render_table(rows: Sequence[Mapping[str, Any]], console: Console, limit: int
         console.width = width
 
 
+def money(amount: Decimal) -> str:
+    """An amount for people: thousands separated, cents always, sub-cent digits only when there
+    are any (a table rounds nothing away: 0.000123 stays 0.000123)."""
+    text = f"{amount:,.9f}".rstrip("0")
+    whole, _, fraction = text.partition(".")
+    return f"{whole}.{fraction.ljust(2, '0')}"
+
+
 def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return f"{value:f}"  # exact, never through a float, never in exponent form
     return value.isoformat() if isinstance(value, date) else value
 
 
 def to_json(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A JSON array of objects: dates as ISO strings, counts as integers, `final` as bool."""
+    """A JSON array of objects: dates as ISO strings, counts as integers, `final` as bool, the
+    cost as a decimal string (exact; a JSON number would be read as a float)."""
     return json.dumps([{k: _plain(v) for k, v in r.items()} for r in rows], indent=2)
 
 
@@ -225,9 +256,11 @@ Examples:
   billing totals --account acme --group-by date,provider
   billing totals --provider openai --provider anthropic --format csv > nov.csv
   billing totals --group-by account --final-only --format json
+  billing totals --group-by account,model --from 2026-11-01    cost by model
   billing totals --limit 0                       every row (a table shows 100 by default)
 
-Rows of days still open are marked provisional: their sums may still grow.
+Rows of days still open are marked provisional: their sums may still grow. The cost is exact
+(summed in whole nano-units); `unpriced` counts charges whose model had no price.
 Connection: BILLING_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/billing).
 """
 
@@ -237,6 +270,7 @@ Connection: BILLING_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/b
 @click.option("--user", multiple=True, metavar="ID", help="Only this user (repeatable).")
 @click.option("--provider", multiple=True, metavar="SLUG", help="Only this provider (repeatable).")
 @click.option("--charge-type", multiple=True, metavar="TYPE", help="Only this type (repeatable).")
+@click.option("--model", multiple=True, metavar="NAME", help="Only this model, lower-case (repeatable).")
 @click.option("--from", "date_from", callback=_parse_day, metavar="YYYY-MM-DD", help="First day, inclusive.")
 @click.option("--to", "date_to", callback=_parse_day, metavar="YYYY-MM-DD", help="Last day, inclusive.")
 @click.option("--group-by", default=",".join(DEFAULT_GROUP_BY), show_default=True, metavar="NAMES", help=_BY)

@@ -10,6 +10,7 @@ Prices go in through the CLI (`billing prices import FILE`, `billing prices set`
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import subprocess
 import sys
@@ -344,6 +345,14 @@ async def test_cost_is_exact_through_a_kill_a_replay_a_rebuild_and_a_price_corre
                 (old["revision"] + 1, True) if moved else (old["revision"], False)
             ), key
         assert not any(r["unpriced_charge_count"] for r in after.values())
+
+        # Cost by model, as `billing totals` shows it: exact decimal strings.
+        shown = await billing(env, "totals", "--group-by", "provider,model", "--format", "json")
+        by_model: dict[tuple[str, str], int] = defaultdict(int)
+        for key, row in cost_truth(charges, book, by_model=True).items():
+            by_model[(key[2], key[3])] += row["cost_nanos"]
+        got = {(r["provider"], r["model"]): Decimal(r["cost"]) for r in json.loads(shown.stdout)}
+        assert got == {k: Decimal(v).scaleb(-9) for k, v in by_model.items()}
     finally:
         worker.stop()
 
