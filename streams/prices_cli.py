@@ -39,6 +39,8 @@ def _run(operation: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         conn = await errors.connect(dsn)
         try:
             return await operation(conn)
+        except PriceError as e:
+            raise errors.UsageFailure(str(e)) from None
         except asyncpg.PostgresError as e:
             raise errors.postgres_failure(e, dsn) from e
         finally:
@@ -180,8 +182,8 @@ def read_price_file(path: Path) -> list[Price]:
             raise errors.UsageFailure(
                 f"{path}: entry {n}: needs provider and model; unknown: {sorted(unknown)}"
             )
-        rates = {r: _rate(row.get(r), f"entry {n}: {r}") for r in RATES}
-        when = _moment(str(row.get("valid_from") or ""), f"entry {n}: valid_from")
+        rates = {r: _rate(row.get(r), f"{path}: entry {n}: {r}") for r in RATES}
+        when = _moment(str(row.get("valid_from") or ""), f"{path}: entry {n}: valid_from")
         out.append(
             _price(
                 row["provider"],

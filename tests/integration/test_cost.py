@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import httpx
 import pytest
 
 from streams.embedded_broker import ensure_topics
@@ -279,6 +280,10 @@ async def test_cost_is_exact_through_a_kill_a_replay_a_rebuild_and_a_price_corre
             lambda: _caught_up(env, ends), 60, f"offsets committed up to {ends}", on_timeout=worker.log_tail
         )
         assert any(r["unpriced_charge_count"] for r in (await fetch_rows(database)).values())
+        # The unpriced model is named in the worker's metrics, so someone adds its price.
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"http://127.0.0.1:{env['BILLING_WEB_PORT']}/metrics")).text
+        assert 'billing_charges_unpriced_total{model="mystery-1",provider="openai"}' in metrics
         await wait_until(
             lambda: past_days_final(database, today), 90, "days final", on_timeout=worker.log_tail
         )
