@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from streams.price_book import PriceBook
 from streams.price_defaults import default_prices
-from streams.pricing import Price, PriceError, cost_nanos, exact_cost, nanos_to_units
+from streams.pricing import Price, PriceError, cost_nanos, exact_cost, nanos_to_units, rounded
 
 T0 = datetime(2026, 11, 20, tzinfo=UTC)
 
@@ -74,6 +74,11 @@ def test_one_rounding_half_to_even_per_charge() -> None:
     assert cost_nanos(C(5, 0), p) == 2  # 2.5 -> 2
 
 
+def test_rates_of_any_exponent() -> None:
+    p = price(input=Decimal("1E+2"), output=Decimal("0.0000001"), cache_read=Decimal("12.50"))
+    assert cost_nanos(C(10, 10_000, 4), p) == 6 * 100_000 + 4 * 12_500 + 1 == by_hand(C(10, 10_000, 4), p)
+
+
 def test_bad_prices_are_refused() -> None:
     with pytest.raises(PriceError):
         price(input=Decimal("-1"))
@@ -103,7 +108,7 @@ def test_cost_equals_an_independent_decimal_computation(
     c: C, i: Decimal, o: Decimal, read: Decimal | None, think: Decimal | None
 ) -> None:
     p = price(input=i, output=o, cache_read=read, reasoning=think)
-    assert cost_nanos(c, p) == by_hand(c, p)
+    assert cost_nanos(c, p) == by_hand(c, p) == rounded(exact_cost(c, p))
     assert abs(nanos_to_units(cost_nanos(c, p)) - exact_cost(c, p)) <= Decimal("0.0000000005")
 
 
