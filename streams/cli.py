@@ -138,9 +138,10 @@ def _register() -> None:
     from streams.prices_cli import prices
     from streams.produce_cli import produce
     from streams.replay_cli import rebuild, replay
+    from streams.reprice_cli import reprice
     from streams.totals import totals
 
-    for command in (dev, produce, totals, dlq, replay, rebuild, dashboard, demo, api, keys, prices):
+    for command in (dev, produce, totals, dlq, replay, rebuild, reprice, dashboard, demo, api, keys, prices):
         main.add_command(command)
 
 

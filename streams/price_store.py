@@ -104,7 +104,7 @@ def defaults_to_add(book: PriceBook, defaults: Sequence[Price], now: datetime) -
     a dated change after the book's latest default price is added; when the rate the defaults
     put in force now differs from the book's, it is added from `now` on, not back-dated:
     correcting the past is an operator's decision (`billing prices set --valid-from`, then
-    `billing rebuild`).
+    `billing reprice`).
     """
     latest: dict[tuple[str, str], datetime] = {}
     for p in book.prices():

@@ -3,7 +3,7 @@
 Prices are per million tokens, in the book's one currency, each in force from `valid_from` on;
 an `--account` price is that account's own (negotiated or corrected) and wins over the default
 while in force. A change applies to charges the workers count from then on; recompute days
-counted before with `billing rebuild --from D1 --to D2`.
+counted before with `billing reprice --from D1 --to D2`.
 """
 
 from __future__ import annotations

@@ -62,6 +62,10 @@ WHERE NOT (id = ANY($1::integer[])) AND min_day <= $3 AND max_day >= $2
 ORDER BY topic, partition, incarnation
 """
 SOURCE_FIRST_RECORDS = "SELECT id, first_record FROM billing_sources WHERE id = ANY($1::integer[])"
+COST_BY_ACCOUNT = """
+SELECT account_id, sum(cost_nanos)::bigint FROM daily_billing_records WHERE date BETWEEN $1 AND $2
+GROUP BY account_id
+"""
 WINNERS = """
 SELECT key, source_id, "offset", position FROM billing_dedup WHERE key = ANY($1::bytea[])
 """
@@ -79,6 +83,8 @@ class RebuildResult:
     updated: int = 0
     deleted: int = 0
     unchanged: int = 0
+    cost_before: dict[str, int] = field(default_factory=dict)  # nano-units per account in range
+    cost_after: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -254,6 +260,9 @@ async def _write(
     settled = settle(in_range, sources, winners, marks, Pricing(await load_book(conn)))
     closed = await conn.fetchval(sink_sql.READ_CLOSED)
     result = RebuildResult(records=collector.records, charges=sum(d.charge_count for d in settled.deltas))
+    result.cost_before = dict(await conn.fetch(COST_BY_ACCOUNT, first, last))
+    for d in settled.deltas:
+        result.cost_after[d.key[0]] = result.cost_after.get(d.key[0], 0) + d.cost_nanos
     rows = await replace_rows(conn, DAILY, {d.key: d for d in settled.deltas}, first, last, closed)
     await replace_rows(conn, BY_MODEL, {d.key: d for d in settled.model_deltas}, first, last, closed)
     result.deleted, result.updated, result.inserted = rows.deleted, rows.updated, rows.inserted

@@ -43,7 +43,7 @@ CREATE TRIGGER billing_prices_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCA
     FOR EACH STATEMENT EXECUTE FUNCTION billing_price_book_changed();
 
 -- The daily rows gain their cost. Rows counted before there were prices were never priced:
--- their charges are unpriced until `billing rebuild` recomputes those days with the book.
+-- their charges are unpriced until `billing reprice` recomputes those days with the book.
 ALTER TABLE daily_billing_records
     ADD COLUMN IF NOT EXISTS cost_nanos bigint NOT NULL DEFAULT 0,
     ADD COLUMN IF NOT EXISTS currency text,

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from streams.embedded_broker import ensure_topics
+from streams.totals import money
 from tests.integration.test_replay_rebuild import committed, past_days_final, produce, read_stamps
 from tests.support import (
     ROOT,
@@ -337,8 +338,16 @@ async def test_cost_is_exact_through_a_kill_a_replay_a_rebuild_and_a_price_corre
                 p["output"],
                 *(("--cache-read", p["cache_read"]) if "cache_read" in p else ()),
             )
-        book = [corrected, *book[1:], added]
-        await billing(env, "rebuild", *span)
+        old_book, book = book, [corrected, *book[1:], added]
+        dry = await billing(env, "reprice", *span, "--dry-run")
+        assert (await fetch_rows(database), await model_rows(database)) == before  # a dry run changes nothing
+        per_account: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for i, priced in enumerate((old_book, book)):
+            for key, row in cost_truth(charges, priced, by_model=False).items():
+                per_account[key[0]][i] += row["cost_nanos"]
+        for account, (was, now_cost) in per_account.items():  # every account's difference, exactly
+            assert money(Decimal(now_cost - was).scaleb(-9)) in dry.stdout, (account, dry.stdout)
+        await billing(env, "reprice", *span)
         assert await exact(database, charges, book) == []
         after = await fetch_rows(database)
         for key, old in before[0].items():
