@@ -37,6 +37,7 @@ from streams.config import Settings
 from streams.dashboard.server import create_app
 from streams.dlq import encode, make_dead_letter
 from streams.embedded_broker import ensure_topics
+from streams.totals import MONEY
 from tests.support import ROOT, free_port, produce_raw, unique
 
 pytestmark = pytest.mark.integration
@@ -281,7 +282,7 @@ async def test_dashboard_in_chromium(loaded: str, broker: str, tmp_path: Path) -
             assert downloaded == await response.text()  # the file is what the link serves
     assert "provider=anthropic" in href
     lines = list(csv.DictReader(io.StringIO(downloaded)))
-    header = ["date", "account_id", "user_id", "provider", "charge_type", *NUMBERS, "rows", "final"]
+    header = ["date", "account_id", "user_id", "provider", "charge_type", *NUMBERS, *MONEY, "rows", "final"]
     assert list(lines[0]) == header  # the columns of `billing totals --format csv`
     assert {line["rows"] for line in lines} == {"1"}  # one stored row per line
     got = sorted((*(line[k] for k in KEY), *(int(line[n]) for n in NUMBERS), line["final"]) for line in lines)
