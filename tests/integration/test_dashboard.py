@@ -25,6 +25,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,9 @@ def known_rows() -> list[dict[str, Any]]:
             | {"cached_tokens": rng.randrange(0, prompt // 2), "charge_count": rng.randrange(1, 300)}
             | {"reasoning_tokens": 0 if provider == "anthropic" else rng.randrange(0, completion + 1)}
             | {"late_charge_count": late, "revision": late}
+            # an odd number of nano-units: a cost shown through a float would lose the last digit
+            | {"cost_nanos": prompt * 2_500 + completion * 10_000 + 1, "currency": "USD"}
+            | {"unpriced_charge_count": rng.randrange(0, 3)}
             | {"finalized_at": None if day in OPEN else datetime(2026, 11, 24, tzinfo=UTC)}
         )
     return rows
@@ -179,12 +183,20 @@ def _check_page(driver: Any, rows: list[dict[str, Any]], by: str = "provider") -
     """Cards, table and chart show exactly the sums of `rows`."""
     total = sum(r["total_tokens"] for r in rows)
     assert shown(driver.find_element("css selector", "#card-total .value").text) == total
+    cost = driver.find_element("css selector", "#card-cost .value")
+    assert Decimal(cost.get_attribute("data-value")) == Decimal(sum(r["cost_nanos"] for r in rows)).scaleb(-9)
+    assert Decimal(cost.text.removeprefix("USD ").replace(",", "")) == Decimal(
+        cost.get_attribute("data-value")
+    )
+    unpriced = driver.find_element("css selector", "#card-cost .detail").get_attribute("data-unpriced")
+    assert int(unpriced) == sum(r["unpriced_charge_count"] for r in rows)
     table = driver.execute_script(TABLE_JS)
     got = {}
     for line in table:
         c = line["cells"]
         key = (date.fromisoformat(c["date"]), c["account_id"], c["user_id"], c["provider"], c["charge_type"])
         got[key] = {n: shown(c[n]) for n in NUMBERS} | {"status": c["status"], "cls": line["cls"]}
+        got[key]["cost"] = Decimal(c["cost"].replace(",", ""))
     want = {}
     for r in rows:
         day, revised = (
@@ -192,9 +204,9 @@ def _check_page(driver: Any, rows: list[dict[str, Any]], by: str = "provider") -
             " revised" * bool(r["late_charge_count"]),
         )
         status = {"status": day + revised.strip(), "cls": day + revised}  # badge texts, row classes
-        want[tuple(r[k] for k in ("date", "account_id", "user_id", "provider", "charge_type"))] = {
-            n: r[n] for n in NUMBERS
-        } | status
+        want[tuple(r[k] for k in ("date", "account_id", "user_id", "provider", "charge_type"))] = (
+            {n: r[n] for n in NUMBERS} | status | {"cost": Decimal(r["cost_nanos"]).scaleb(-9)}
+        )
     assert got == want
     bars = {d["date"]: d for d in driver.execute_script(CHART_JS)}
     for (day, series), s in sums(rows, "date", by).items():
