@@ -27,7 +27,7 @@ from streams.config import Settings
 from streams.totals import GROUP_COLUMNS, METRICS, TotalsQuery, build_totals_sql, fetch_totals
 
 FILTERS = ("account", "user", "provider", "charge_type")
-CHART_BY = ("provider", "charge_type")
+CHART_BY = ("provider", "charge_type", "model")  # by model: read from the rows by model
 TABLE_GROUP_BY = ("date", "account", "user", "provider", "charge_type")  # one line per stored row
 TABLE_LIMIT = 2000  # rows sent to the page; the CSV has them all
 LIST_LIMIT = 500  # values offered in a filter's suggestions

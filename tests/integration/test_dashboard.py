@@ -327,7 +327,7 @@ async def _get(http: aiohttp.ClientSession, url: str, **kw: Any) -> tuple[int, A
         ("from=2026-13-01", "from: '2026-13-01' is not a date"),
         ("from=2026-11-20&to=2026-11-01", "empty date range"),
         ("acount=acme", "unknown parameter 'acount'"),
-        ("by=model", "by: 'model' is not one of provider, charge_type"),
+        ("by=user", "by: 'user' is not one of provider, charge_type, model"),
         ("metric=cost", "metric: 'cost' is not one of"),
         ("from=2026-11-01&from=2026-11-02", "from may be given once"),
         ("account=acme%00", "holds a NUL byte"),
@@ -344,6 +344,26 @@ async def test_bad_parameters_get_a_clear_400(loaded: str, query: str, message: 
         odd = {"account": "globex", "user": ODD_USER, "from": "2026-11-10"}
         status, body = await _get(http, f"{base}/api/rows", params=odd)
         assert status == 200 and body["rows"], body  # the table survived, odd text is a value
+
+
+async def test_chart_by_model_reads_the_rows_by_model(loaded: str) -> None:
+    # The rows of one day split over two models, as the sink writes them beside the daily rows.
+    day = [r for r in ROWS if r["date"] == DAYS[0]]
+    split = [r | {"model": "gpt-4o" if i % 3 else "o3-mini"} for i, r in enumerate(day)]
+    conn = await asyncpg.connect(loaded)
+    try:
+        columns = list(split[0])
+        records = [tuple(r[c] for c in columns) for r in split]
+        await conn.copy_records_to_table("daily_model_records", records=records, columns=columns)
+    finally:
+        await conn.close()
+    async with serving(settings_for(loaded)) as base, aiohttp.ClientSession() as http:
+        status, body = await _get(http, f"{base}/api/daily", params={"by": "model", "from": str(DAYS[0])})
+    assert status == 200, body
+    assert body["series"] == ["gpt-4o", "o3-mini"]
+    [chart_day] = body["days"]
+    for model in body["series"]:
+        assert chart_day["stacks"][model] == sum(r["total_tokens"] for r in split if r["model"] == model)
 
 
 async def test_token_is_required_when_set(loaded: str) -> None:
