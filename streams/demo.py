@@ -36,6 +36,7 @@ from streams.embedded_postgres import EmbeddedPostgres, postgres_reachable
 from streams.migrate import migrate
 from streams.output_safety import console as make_console
 from streams.output_safety import plain
+from streams.price_store import seed_defaults
 from streams.producer import ChargeProducer
 from streams.redaction import redact_url
 from streams.synthetic import synthetic_charges
@@ -58,7 +59,7 @@ def with_database(url: str, name: str) -> str:
 
 async def _create_database(url: str, name: str) -> str:
     """Create database `name` on the server of `url` (failing if it exists: it is not ours),
-    migrate it and return its URL."""
+    migrate it, give it the default prices and return its URL."""
     admin = await asyncpg.connect(with_database(url, "postgres"))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')  # name: our prefix, digits, hex
@@ -68,6 +69,7 @@ async def _create_database(url: str, name: str) -> str:
     conn = await asyncpg.connect(target)
     try:
         await migrate(conn)
+        await seed_defaults(conn)  # as `billing migrate` does: the demo's rows have a cost
     finally:
         await conn.close()
     return target

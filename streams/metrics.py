@@ -123,6 +123,12 @@ class Metrics:
             ["provider", "model"],
             registry=r,
         )
+        self.cost = Counter(
+            "billing_cost_nanos",
+            "what the charges this worker committed cost, in nano-units (10^-9) of the currency",
+            ["currency"],
+            registry=r,
+        )
         self._unpriced_names: set[tuple[str, str]] = set()
         self._applied: dict[int, int] = {}
         self._event_time: dict[int, float] = {}
@@ -135,6 +141,8 @@ class Metrics:
         self.late.inc(result.late)
         self.rows.inc(result.rows_written)
         self.flush_seconds.observe(seconds)
+        if result.cost_nanos:
+            self.cost.labels(result.currency or "").inc(result.cost_nanos)
         for provider, model, charges in result.unpriced:
             name = (provider, model or "(none)")
             if name not in self._unpriced_names:

@@ -73,6 +73,8 @@ class FlushResult:
     seconds: float
     late: int = 0  # charges added to an already-final day (counted for metrics only)
     unpriced: tuple[tuple[str, str, int], ...] = ()  # (provider, model, charges) without a price
+    cost_nanos: int = 0  # what the committed charges cost, in nano-units of `currency`
+    currency: str | None = None
 
     @classmethod
     def total(cls, results: list[FlushResult]) -> FlushResult:
@@ -84,6 +86,8 @@ class FlushResult:
             max(r.seconds for r in results),
             sum(r.late for r in results),
             tuple(u for r in results for u in r.unpriced),
+            sum(r.cost_nanos for r in results),
+            next((r.currency for r in results if r.currency), None),
         )
 
 
@@ -237,6 +241,7 @@ class PostgresSink:
             written = late = duplicates = 0
             charges = 0
             pricing: Pricing | None = None
+            cost, currency = 0, None
             if batch.rows:
                 closure_rows = await conn.fetch(sql.CLOSURES, sorted(set(sources.values())))
                 marks_by_source = closure_marks(closure_rows)
@@ -250,6 +255,8 @@ class PostgresSink:
                     settled = settle(admission.admitted, sources, winners, marks_by_source, pricing)
                     written, late, duplicates = len(settled.deltas), settled.late, settled.duplicates
                     charges = len(admission.admitted)
+                    cost = sum(d.cost_nanos for d in settled.deltas)
+                    currency = next((d.currency for d in settled.deltas if d.currency), None)
                     if settled.deltas:
                         await conn.execute(sql.UPSERT, *_columns(settled.deltas), closed)
                         await conn.execute(sql.UPSERT_MODELS, *_columns(settled.model_deltas), closed)
@@ -267,7 +274,9 @@ class PostgresSink:
             )
         elapsed = asyncio.get_running_loop().time() - started
         unpriced = tuple((*k, n) for k, n in pricing.unpriced.items()) if pricing else ()
-        return FlushResult(charges, int(duplicates), int(written), elapsed, int(late), unpriced)
+        return FlushResult(
+            charges, int(duplicates), int(written), elapsed, int(late), unpriced, cost, currency
+        )
 
     async def _winners(
         self, conn: asyncpg.Connection, admitted: list[PendingCharge], sources: dict[int, int]

@@ -285,6 +285,7 @@ async def test_cost_is_exact_through_a_kill_a_replay_a_rebuild_and_a_price_corre
         async with httpx.AsyncClient() as client:
             metrics = (await client.get(f"http://127.0.0.1:{env['BILLING_WEB_PORT']}/metrics")).text
         assert 'billing_charges_unpriced_total{model="mystery-1",provider="openai"}' in metrics
+        assert 'billing_cost_nanos_total{currency="USD"}' in metrics
         await wait_until(
             lambda: past_days_final(database, today), 90, "days final", on_timeout=worker.log_tail
         )
