@@ -1,6 +1,6 @@
 """Where a worker's time goes: its two halves measured alone, in this process, on the same records.
 
-- decode: `streams.decode.decode_record` + `Batch.add_record` over the e2e records (the bytes the
+- decode: `streams.charge.decode.decode_record` + `Batch.add_record` over the e2e records (the bytes the
   producer sent), i.e. JSON, validation and the pending rows, with no Kafka and no Faust;
 - sink: `PostgresSink.flush` of those batches, 2,000 records each as the worker takes them
   (BILLING_BATCH_RECORDS), into a fresh database with the default price book: the COPY, dedup,
@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bench.infra import Bench
-from streams.aggregate import Batch
-from streams.decode import Limits, decode_record
-from streams.price_store import seed_defaults
-from streams.settle import PendingCharge
-from streams.sink import PostgresSink
+from streams.charge.decode import Limits, decode_record
+from streams.ops.prices import seed_defaults
+from streams.rules.batch import Batch
+from streams.rules.settle import PendingCharge
+from streams.sink.postgres import PostgresSink
 from tests.support import settings_from
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from streams.price_book import PriceBook, Pricing
-from streams.price_defaults import default_prices
-from streams.settle import PendingCharge, first_sightings, settle
+from streams.ops.price_defaults import default_prices
+from streams.rules.price_book import PriceBook, Pricing
+from streams.rules.settle import PendingCharge, first_sightings, settle
 
 
 @dataclass

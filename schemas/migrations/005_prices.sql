@@ -3,7 +3,7 @@
 -- A price is per provider and model, in force from valid_from on; account_id NULL is the
 -- default for every account, an account's own row (negotiated or corrected) wins while in force.
 -- Rates are per million tokens. A charge is priced with the price in force at its occurred_at
--- for its account, exactly, in whole nano-units of the currency (see streams/pricing.py).
+-- for its account, exactly, in whole nano-units of the currency (see streams/rules/pricing.py).
 
 CREATE TABLE IF NOT EXISTS billing_prices (
     id              bigserial   PRIMARY KEY,

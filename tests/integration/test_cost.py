@@ -25,8 +25,8 @@ import asyncpg
 import httpx
 import pytest
 
-from streams.embedded_broker import ensure_topics
-from streams.totals import money
+from streams.cli.totals import money
+from streams.kafka.topics import ensure_topics
 from tests.integration.test_replay_rebuild import committed, past_days_final, produce, read_stamps
 from tests.support import (
     ROOT,
@@ -295,7 +295,7 @@ async def test_cost_is_exact_through_a_kill_a_replay_a_rebuild_and_a_price_corre
         before = await fetch_rows(database), await model_rows(database)
         replay = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "streams.replay_cli", "replay", "--to-offsets", "all:0"],
+            [sys.executable, "-m", "streams.cli.replay", "replay", "--to-offsets", "all:0"],
             env=env,
             cwd=ROOT,
             capture_output=True,

@@ -17,11 +17,11 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from streams import dlq as envelope
-from streams.config import Settings
+from streams.charge import dead_letter as envelope
+from streams.cli.errors import UsageFailure
+from streams.config.settings import Settings
 from streams.dashboard.server import create_app
-from streams.embedded_broker import ensure_topics
-from streams.errors import UsageFailure
+from streams.kafka.topics import ensure_topics
 from tests.support import ROOT, charge_dict, free_port, pipeline_env, produce_raw, settings_from
 
 pytestmark = pytest.mark.integration
