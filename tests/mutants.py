@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = (
     "tests/unit/rules/test_settle.py",
     "tests/unit/rules/test_closing.py",
+    "tests/unit/rules/test_pricing.py",
     "tests/integration/test_sink.py",
 )
 
@@ -38,6 +39,18 @@ class Mutant:
 
 
 MUTANTS = (
+    Mutant(
+        "streams/rules/pricing.py",
+        "cost: half rounds up, not to even",
+        "if 2 * rest > scale or (2 * rest == scale and whole % 2):",
+        "if 2 * rest >= scale:",
+    ),
+    Mutant(
+        "streams/rules/pricing.py",
+        "cost: cached reads at the input rate",
+        "        + cached * read\n",
+        "        + cached * i\n",
+    ),
     Mutant(
         "streams/rules/settle.py",
         "admit: fence `<=` -> `<`",
@@ -80,8 +93,8 @@ MUTANTS = (
     Mutant(
         "streams/rules/settle.py",
         "settle: late `<=` -> `<`",
-        "if closed is not None and c.day <= closed:",
-        "if closed is not None and c.day < closed:",
+        "is_late = closed is not None and c.day <= closed",
+        "is_late = closed is not None and c.day < closed",
     ),
     Mutant(
         "streams/rules/settle.py",
