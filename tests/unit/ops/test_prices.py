@@ -1,5 +1,5 @@
-"""What an import of the default prices adds to a book, and price files as `billing prices import`
-reads them."""
+"""The genai-prices defaults as our book, what an import of them adds to a book, and price files
+as `billing prices import` reads them."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from streams.cli.errors import UsageFailure
 from streams.cli.prices import read_price_file
+from streams.ops.price_defaults import default_prices
 from streams.ops.prices import defaults_to_add
 from streams.rules.price_book import PriceBook
 from streams.rules.pricing import Price
@@ -66,3 +67,12 @@ def test_price_files_in_csv_and_json(tmp_path: Path) -> None:
     bad.write_text("provider,model,input,output,discount\nopenai,x,1,2,3\n")
     with pytest.raises(UsageFailure, match="discount"):
         read_price_file(bad)
+
+
+def test_defaults_come_from_the_bundled_genai_prices_snapshot() -> None:
+    book = PriceBook(default_prices())
+    gpt = book.price_at("any", "openai", "gpt-4o", EPOCH)
+    assert gpt is not None and gpt.currency == "USD" and gpt.input > 0 and gpt.cache_read is not None
+    assert book.price_at("any", "anthropic", "claude-sonnet-4", EPOCH) is not None  # an alias of its id
+    assert book.price_at("any", "googleai", "gemini-2.5-pro", EPOCH) is not None  # our slug for google
+    assert book.price_at("any", "openai", "no-such-model", EPOCH) is None

@@ -1,5 +1,4 @@
-"""Cost of a charge (streams.rules.pricing), the price in force (streams.rules.price_book), and
-the defaults converted from genai-prices (streams.ops.price_defaults)."""
+"""Cost of a charge (streams.rules.pricing) and the price in force (streams.rules.price_book)."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.errors import PriceError
-from streams.ops.price_defaults import default_prices
 from streams.rules.price_book import PriceBook
 from streams.rules.pricing import Price, cost_nanos, exact_cost, nanos_to_units, rounded
 
@@ -157,12 +155,3 @@ def test_cached_lookup_agrees_with_the_plain_one(
             assert book.lookup(account, "openai", "gpt-4o", moment) == book.price_at(
                 account, "openai", "gpt-4o", moment
             )
-
-
-def test_defaults_come_from_the_bundled_genai_prices_snapshot() -> None:
-    book = PriceBook(default_prices())
-    gpt = book.price_at("any", "openai", "gpt-4o", T0)
-    assert gpt is not None and gpt.currency == "USD" and gpt.input > 0 and gpt.cache_read is not None
-    assert book.price_at("any", "anthropic", "claude-sonnet-4", T0) is not None  # an alias of its id
-    assert book.price_at("any", "googleai", "gemini-2.5-pro", T0) is not None  # our slug for google
-    assert book.price_at("any", "openai", "no-such-model", T0) is None
