@@ -7,7 +7,6 @@ Postgres): a system Postgres or a broker someone else started is never touched.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -16,14 +15,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from rich.table import Table
 
+from streams.cli import errors
 from streams.cli.common import read_settings
-from streams.cli.errors import Failure, one_line
 from streams.cli.terminal import console, plain
 from streams.config.settings import Settings
 from streams.embedded.broker import EmbeddedBroker
 from streams.embedded.postgres import EmbeddedPostgres, postgres_reachable
-from streams.errors import BrokerError
-from streams.errors import EmbeddedPostgresError as PostgresError
 from streams.kafka.client import aiokafka_options
 from streams.kafka.retention import check_retention
 from streams.kafka.topics import describe_partitions, ensure_topics
@@ -37,11 +34,8 @@ def _settings() -> Settings:
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine; the embedded components' errors become one-line click errors."""
-    try:
-        return asyncio.run(coro)
-    except (BrokerError, PostgresError, KafkaError, OSError) as exc:
-        raise Failure(one_line(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)) from exc
+    """`errors.run`: the embedded components' errors, Kafka's and the OS's as one line."""
+    return errors.run(coro, shown=(KafkaError, OSError))
 
 
 def _table(title: str) -> Table:

@@ -17,7 +17,6 @@ from dataclasses import asdict
 from typing import Any, TypeVar
 
 import click
-from aiokafka.errors import KafkaConnectionError, KafkaError
 from rich.table import Column, Table
 
 from streams.charge import dead_letter as envelope
@@ -45,18 +44,10 @@ T = TypeVar("T")
 
 
 def run(settings: Settings, work: Coroutine[Any, Any, T], hint: str = "") -> T:
-    """Run `work`; an absent topic or a Kafka failure is a one-line error (exit 1; 4: no broker)."""
+    """`errors.run` against the broker; an absent topic names the settings to check."""
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # it logs each refused connect
     try:
-        return asyncio.run(work)
-    except (KafkaConnectionError, ConnectionError) as exc:
-        failure = errors.broker_unreachable(settings.kafka_bootstrap)
-        failure.message += hint
-        raise failure from exc
-    except (KafkaError, OSError) as exc:
-        raise click.ClickException(
-            f"Kafka at {settings.kafka_bootstrap}: {errors.reason(exc)[:200]}{hint}"
-        ) from exc
+        return errors.run(work, settings, network="kafka", hint=hint)
     except LookupError as exc:
         if type(exc) is not LookupError:  # KeyError/IndexError are bugs, not a missing topic
             raise

@@ -8,9 +8,11 @@ sentence an operator needs; `--debug` (or BILLING_LOG_LEVEL=debug) brings the tr
 
 from __future__ import annotations
 
+import asyncio
 import os
 import traceback
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, Literal, TypeVar
 
 import click
 
@@ -23,6 +25,8 @@ from streams.errors import (
     ServiceUnreachable,
 )
 from streams.redaction import redact_text, url_target
+
+T = TypeVar("T")
 
 #: Exit status -> meaning; docs/operations.md lists the same table (a test compares them).
 EXIT_CODES: dict[int, str] = {
@@ -136,6 +140,65 @@ def translate(exc: Exception, settings: Any = None) -> click.ClickException | No
         return Failure(one_line(str(exc).splitlines()[0]))
     if isinstance(exc, KafkaError):
         return Failure(f"Kafka: {reason(exc)}")
+    return None
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's own message, first line only (its type name when it has none)."""
+    text = str(exc)
+    return one_line(text.splitlines()[0] if text.strip() else type(exc).__name__)
+
+
+def run(
+    work: Coroutine[Any, Any, T],
+    settings: Any = None,
+    *,
+    network: Literal["postgres", "kafka"] | None = None,
+    shown: tuple[type[Exception], ...] = (),
+    hint: str = "",
+) -> T:
+    """Run a command's async work; every failure it can explain ends as one line and an exit code.
+
+    The one wrapper of every command: `shown` are the command's own refusals (their first line,
+    exit 1); then `translate` (BillingError, Postgres and Kafka errors by cause); an OSError or
+    timeout is the failure to reach `network`, the service the command talks to. KeyError,
+    IndexError and anything else unexplained are bugs: they keep their traceback for
+    `BillingGroup` (one line, or the traceback with --debug). `hint` is added to the message.
+    """
+    try:
+        return asyncio.run(work)
+    except click.ClickException:
+        raise
+    except (KeyError, IndexError):
+        raise
+    except Exception as exc:
+        failure = _explain(exc, settings, network, shown)
+        if failure is None:
+            raise
+        failure.message += hint
+        raise failure from exc
+
+
+def _explain(
+    exc: Exception, settings: Any, network: str | None, shown: tuple[type[Exception], ...]
+) -> click.ClickException | None:
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
+    if isinstance(exc, shown):
+        return Failure(first_line(exc))
+    if settings is not None and network == "kafka":
+        if isinstance(exc, KafkaConnectionError | ConnectionError):
+            return broker_unreachable(settings.kafka_bootstrap)
+        if isinstance(exc, KafkaError):
+            return Failure(f"Kafka at {settings.kafka_bootstrap}: {reason(exc)[:200]}")
+    failure = translate(exc, settings)
+    if failure is not None:
+        return failure
+    if settings is not None and isinstance(exc, OSError | TimeoutError):
+        if network == "postgres":
+            return postgres_failure(exc, settings.dsn)
+        if network == "kafka":
+            return Failure(f"Kafka at {settings.kafka_bootstrap}: {reason(exc)[:200]}")
     return None
 
 

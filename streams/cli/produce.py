@@ -27,12 +27,12 @@ from pydantic import ValidationError
 from schemas.charge import Charge
 from streams.charge.decode import Limits, classify, decode_record
 from streams.charge.json_input import load_json
+from streams.cli import errors
 from streams.cli.common import read_settings
-from streams.cli.errors import broker_unreachable
 from streams.config.settings import Settings
-from streams.errors import BrokerError, BrokerUnavailableError, BrokerUnreachableError, JsonInputError
+from streams.errors import JsonInputError
 from streams.output_safety import escape_controls
-from streams.producer.producer import ChargeProducer, DeliveryError, encode_charge, to_charge
+from streams.producer.producer import ChargeProducer, encode_charge, to_charge
 from streams.testing.synthetic import synthetic_charges
 
 PROGRESS_THRESHOLD = 10_000  # below this a progress bar only flickers
@@ -280,16 +280,10 @@ def produce(
     # aiokafka logs every refused connection at ERROR; the one-line error below says it once.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     spec = (synthetic, days, accounts, seed) if synthetic is not None else None
-    try:
-        charges, records, rejected, seconds = asyncio.run(
-            _produce(settings, source, spec, not no_batch, show_progress)
+    try:  # a delivery failure, a broker away or a topic of another size: one line (errors.run)
+        charges, records, rejected, seconds = errors.run(
+            _produce(settings, source, spec, not no_batch, show_progress), settings
         )
-    except (BrokerUnavailableError, BrokerUnreachableError) as exc:
-        raise broker_unreachable(settings.kafka_bootstrap) from exc
-    except DeliveryError as exc:
-        raise click.ClickException(str(exc).splitlines()[0]) from exc
-    except BrokerError as exc:  # e.g. a topic with another partition count
-        raise click.ClickException(str(exc).splitlines()[0]) from exc
     except OSError as exc:
         raise click.ClickException(f"cannot read input: {exc.strerror or exc}") from exc
     rate = charges / seconds if seconds > 0 else 0.0

@@ -6,7 +6,6 @@ written: bad input, unknown partitions, offsets beyond the end, a future timesta
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import sys
@@ -72,25 +71,9 @@ def parse_timestamp(text: str, zone: ZoneInfo, now: datetime) -> datetime:
 
 
 def _run(settings: Settings, coro: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; expected failures are one-line errors (exit 1, 4 or 5: see errors)."""
-    import asyncpg
-    from aiokafka.errors import KafkaConnectionError, KafkaError
-
-    from streams.errors import GroupBusyError
-
+    """`errors.run` against Postgres; a refusal of replay or rebuild is its own first line."""
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its join/retry chatter is not ours
-    try:
-        return asyncio.run(coro)
-    except KeyError:
-        raise  # a bug, not an operator's mistake: keep the traceback
-    except (ValueError, LookupError, GroupBusyError) as exc:
-        raise click.ClickException(errors.one_line(str(exc).splitlines()[0])) from exc
-    except KafkaConnectionError as exc:
-        raise errors.broker_unreachable(settings.kafka_bootstrap) from exc
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-        raise errors.postgres_failure(exc, settings.dsn) from exc
-    except KafkaError as exc:
-        raise click.ClickException(errors.reason(exc)) from exc
+    return errors.run(coro, settings, network="postgres", shown=(ValueError, LookupError))
 
 
 @click.command(epilog=REPLAY_EPILOG)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 from collections.abc import Mapping, Sequence
@@ -10,7 +9,6 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
 import click
 from rich.console import Console
 from rich.measure import Measurement
@@ -102,8 +100,6 @@ async def _run(dsn: str, q: TotalsQuery) -> list[dict[str, Any]]:
     conn = await errors.connect(dsn)
     try:
         return await fetch_totals(conn, q)
-    except asyncpg.PostgresError as e:
-        raise errors.postgres_failure(e, dsn) from e
     finally:
         await conn.close()
 
@@ -151,7 +147,8 @@ def totals(group_by: str, fmt: str, limit: int | None, **filters: Any) -> None:
         build_totals_sql(q)  # validates group-by names and dates before touching the network
     except ValueError as e:
         raise _InputError(str(e)) from None
-    rows = asyncio.run(_run(load_settings().dsn, q))
+    settings = load_settings()
+    rows = errors.run(_run(settings.dsn, q), settings, network="postgres")
     limit = (TABLE_LIMIT if fmt == "table" else 0) if limit is None else limit
     if fmt == "table":
         render_table(rows, terminal.console(), limit)

@@ -96,8 +96,7 @@ def create_app(settings: Settings, outcome: Outcome | None = None) -> faust.App:
     metrics = Metrics()
     sink = PostgresSink(settings, on_retry=metrics.on_retry)
     meter = Meter(settings, sink, dlq_topic, metrics)
-    app.billing_meter = meter  # type: ignore[attr-defined]
-    app.billing_readiness = web.install(app, settings, sink, metrics)  # type: ignore[attr-defined]
+    web.install(app, settings, sink, metrics)
     flush_seconds = settings.flush_interval.total_seconds()
 
     @app.task
@@ -141,7 +140,6 @@ def create_app(settings: Settings, outcome: Outcome | None = None) -> faust.App:
                 committing.cancel()
 
     closer = DayCloser(settings, sink, LogEnds(settings))
-    app.billing_closer = closer  # type: ignore[attr-defined]
 
     @app.timer(interval=max(flush_seconds, 1.0))
     async def close_days() -> None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from faust.types import EventT
+from faust.types import EventT, Message, RecordMetadata, TopicT
 
 from streams.charge import dead_letter as dlq
 from streams.charge.dead_letter import waived_rules
@@ -39,7 +39,7 @@ class Prepared:
 
     batch: Batch
     events: list[EventT[Any]] = field(default_factory=list)
-    deliveries: list[asyncio.Future[Any]] = field(default_factory=list)
+    deliveries: list[Awaitable[RecordMetadata]] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
 
     @property
@@ -51,7 +51,7 @@ class Meter:
     """Turns a list of Kafka events into DLQ records and one durable sink flush."""
 
     def __init__(
-        self, settings: Settings, sink: PostgresSink, dlq_topic: Any, metrics: Metrics | None = None
+        self, settings: Settings, sink: PostgresSink, dlq_topic: TopicT, metrics: Metrics | None = None
     ) -> None:
         self.settings = settings
         self.sink = sink
@@ -61,7 +61,7 @@ class Meter:
         self.dlq_by_reason: dict[str, int] = {}
         self.skips: set[tuple[int, int]] = set()  # (partition, offset) an operator chose to skip
 
-    def limits(self, message: Any) -> Limits:
+    def limits(self, message: Message) -> Limits:
         """The time rules for one record, from the record alone: its timestamp (the broker's
         append time where the topic is stamped so) and the rules an operator waived on it."""
         s = self.settings
@@ -211,7 +211,8 @@ class Meter:
             self.metrics.observe_dlq(reason)
         self.stats["dlq"] += len(sends)
 
-    async def _dead_letter(self, message: Any, rejection: Rejection) -> asyncio.Future[Any]:
+    async def _dead_letter(self, message: Message, rejection: Rejection) -> Awaitable[RecordMetadata]:
+        """Send the letter; the returned awaitable resolves once Kafka acknowledged it."""
         letter = dlq.make_dead_letter(
             reason=rejection.reason,
             detail=rejection.detail,
@@ -238,5 +239,4 @@ class Meter:
             },
         )
         self.dlq_by_reason[rejection.reason] = self.dlq_by_reason.get(rejection.reason, 0) + 1
-        sent: asyncio.Future[Any] = await self.dlq_topic.send(key=message.key, value=dlq.encode(letter))
-        return sent
+        return await self.dlq_topic.send(key=message.key, value=dlq.encode(letter))
