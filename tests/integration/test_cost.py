@@ -361,6 +361,18 @@ async def test_cost_is_exact_through_a_kill_a_replay_a_rebuild_and_a_price_corre
             ), key
         assert not any(r["unpriced_charge_count"] for r in after.values())
 
+        # The running worker takes the corrected book for what it counts next (late charges of
+        # the closed day here): it reloads the book when the book's version moves.
+        extra = make_charges(random.Random(81), [days[1]], now)[:40]
+        await produce(env, extra)
+        charges += extra
+        await wait_until(
+            lambda: _no_problems(database, charges, book),
+            90,
+            "late charges priced",
+            on_timeout=worker.log_tail,
+        )
+
         # Cost by model, as `billing totals` shows it: exact decimal strings.
         shown = await billing(env, "totals", "--group-by", "provider,model", "--format", "json")
         by_model: dict[tuple[str, str], int] = defaultdict(int)
