@@ -17,9 +17,9 @@ import os
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -113,6 +113,9 @@ class _LineFeed:
             self._room.release()
             for line in item:
                 yield line
+
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def parse_line(raw: bytes, settings: Settings, now: datetime | None = None) -> Charge:
@@ -215,6 +218,11 @@ async def _produce(
         return producer.delivered_charges, producer.delivered_records, rejected, time.perf_counter() - started
 
 
+def _synthetic(flag: str, kind: click.ParamType, default: int, help_text: str) -> Callable[[F], F]:
+    """An option that shapes `--synthetic` charges."""
+    return click.option(flag, type=kind, default=default, show_default=True, help=f"Synthetic: {help_text}.")
+
+
 @click.command("produce", epilog=EPILOG)
 @click.argument("source", required=False, type=click.File("rb", lazy=False), metavar="[FILE|-]")
 @click.option(
@@ -223,27 +231,11 @@ async def _produce(
     metavar="N",
     help="Generate N realistic charges instead of reading input.",
 )
-@click.option(
-    "--days",
-    type=click.IntRange(min=1),
-    default=7,
-    show_default=True,
-    help="Synthetic: spread event times over the last D days (never in the future).",
+@_synthetic(
+    "--days", click.IntRange(min=1), 7, "spread event times over the last D days (never in the future)"
 )
-@click.option(
-    "--accounts",
-    type=click.IntRange(min=1),
-    default=50,
-    show_default=True,
-    help="Synthetic: number of accounts (Zipf-like sizes, 1-5 users each).",
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Synthetic: same seed, same charges and event_ids (a re-run is a re-send).",
-)
+@_synthetic("--accounts", click.IntRange(min=1), 50, "number of accounts (Zipf-like sizes, 1-5 users each)")
+@_synthetic("--seed", click.INT, 0, "same seed, same charges and event_ids (a re-run is a re-send)")
 @click.option(
     "--no-batch",
     is_flag=True,

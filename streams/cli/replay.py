@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, date, datetime, time
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -22,6 +22,7 @@ from streams.config.settings import Settings, parse_duration
 from streams.output_safety import escape_controls
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 _AGO = re.compile(r"^\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d|w)\s*(?:ago)?\s*$")
 
 REPLAY_EPILOG = """\b
@@ -206,23 +207,16 @@ def _print_plans(plans: list[Any]) -> None:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
+def _day_option(flag: str, dest: str, help_text: str) -> Callable[[F], F]:
+    """A required YYYY-MM-DD option of `rebuild`."""
+    return click.option(
+        flag, dest, required=True, metavar="DATE", type=click.DateTime(["%Y-%m-%d"]), help=help_text
+    )
+
+
 @click.command(epilog=REBUILD_EPILOG)
-@click.option(
-    "--from",
-    "first",
-    required=True,
-    metavar="DATE",
-    type=click.DateTime(["%Y-%m-%d"]),
-    help="First day (YYYY-MM-DD).",
-)
-@click.option(
-    "--to",
-    "last",
-    required=True,
-    metavar="DATE",
-    type=click.DateTime(["%Y-%m-%d"]),
-    help="Last day, inclusive.",
-)
+@_day_option("--from", "first", "First day (YYYY-MM-DD).")
+@_day_option("--to", "last", "Last day, inclusive.")
 @click.option("--dry-run", is_flag=True, help="Compute and report the changes, then roll back.")
 @click.option(
     "--drop-source",

@@ -26,6 +26,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from streams import crashpoints
 from streams.config.settings import Settings
 from streams.errors import SinkDataError, SinkFatalError
 from streams.rules.batch import Batch
@@ -43,7 +44,6 @@ from streams.rules.settle import (
 from streams.sink import pg, sql
 from streams.sink.pg import RECORD_ERRORS, TRANSIENT
 from streams.sink.prices import PriceCache
-from streams.testing import crashpoints
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

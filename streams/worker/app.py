@@ -21,10 +21,10 @@ from typing import Any, cast
 import faust
 from faust.types import EventT
 
+from streams import crashpoints
 from streams.config.settings import Settings
 from streams.kafka.client import ssl_context
 from streams.sink.postgres import PostgresSink
-from streams.testing import crashpoints
 from streams.worker import web
 from streams.worker.closing import DayCloser, LogEnds
 from streams.worker.meter import Meter, Prepared

@@ -19,6 +19,7 @@ from typing import Any
 
 from faust.types import EventT, Message, RecordMetadata, TopicT
 
+from streams import crashpoints
 from streams.charge import dead_letter as dlq
 from streams.charge.dead_letter import waived_rules
 from streams.charge.decode import Decoded, Limits, Rejection, decode_record, element_bytes
@@ -27,7 +28,6 @@ from streams.errors import SinkDataError
 from streams.rules.batch import Batch, record_fingerprint
 from streams.rules.settle import PendingCharge
 from streams.sink.postgres import FlushResult, PostgresSink
-from streams.testing import crashpoints
 from streams.worker.metrics import Metrics
 
 log = logging.getLogger("streams.worker")

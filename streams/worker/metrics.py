@@ -46,76 +46,65 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = r = process_registry(registry)
-        self.records = Counter("billing_records", "Kafka records of the charges topic flushed", registry=r)
-        self.charges_accepted = Counter(
-            "billing_charges_accepted",
-            "valid charges flushed to Postgres, re-sent duplicates excluded",
-            registry=r,
+
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            return Counter(name, documentation, labels, registry=r)
+
+        def gauge(name: str, documentation: str, *labels: str) -> Gauge:
+            return Gauge(name, documentation, labels, registry=r)
+
+        def per_partition(name: str, documentation: str) -> Gauge:
+            return gauge(name, documentation, "partition")
+
+        self.records = counter("billing_records", "Kafka records of the charges topic flushed")
+        self.charges_accepted = counter(
+            "billing_charges_accepted", "valid charges flushed to Postgres, re-sent duplicates excluded"
         )
-        self.duplicates = Counter(
-            "billing_charges_duplicate", "re-sent charges (event_id already seen) dropped", registry=r
+        self.duplicates = counter(
+            "billing_charges_duplicate", "re-sent charges (event_id already seen) dropped"
         )
-        self.late = Counter(
-            "billing_charges_late", "charges added to a day that was already final", registry=r
-        )
-        self.dlq = Counter("billing_dlq_records", "records sent to the DLQ", ["reason"], registry=r)
-        self.rows = Counter(
-            "billing_rows_flushed", "daily_billing_records rows inserted or updated", registry=r
-        )
+        self.late = counter("billing_charges_late", "charges added to a day that was already final")
+        self.dlq = counter("billing_dlq_records", "records sent to the DLQ", "reason")
+        self.rows = counter("billing_rows_flushed", "daily_billing_records rows inserted or updated")
         self.flush_seconds = Histogram(
             "billing_flush_duration_seconds",
             "time for one flush to become durable, Postgres retries included",
             buckets=FLUSH_BUCKETS,
             registry=r,
         )
-        self.pg_retries = Counter(
-            "billing_postgres_retries", "failed Postgres attempts that were retried", ["error"], registry=r
+        self.pg_retries = counter(
+            "billing_postgres_retries", "failed Postgres attempts that were retried", "error"
         )
-        self.pg_up = Gauge("billing_postgres_up", "1 while the sink holds a Postgres connection", registry=r)
-        self.ready = Gauge("billing_ready", "1 while /ready answers 200", registry=r)
-        self.assigned = Gauge(
-            "billing_assigned_partitions", "partitions of the charges topic this worker owns", registry=r
+        self.pg_up = gauge("billing_postgres_up", "1 while the sink holds a Postgres connection")
+        self.ready = gauge("billing_ready", "1 while /ready answers 200")
+        self.assigned = gauge(
+            "billing_assigned_partitions", "partitions of the charges topic this worker owns"
         )
-        self.event_time = Gauge(
+        self.event_time = per_partition(
             "billing_partition_event_time_seconds",
             "latest occurred_at this worker applied per partition (the watermark's inputs)",
-            ["partition"],
-            registry=r,
         )
-        self.applied_offset = Gauge(
-            "billing_partition_applied_offset",
-            "highest offset of the partition whose effect is in Postgres",
-            ["partition"],
-            registry=r,
+        self.applied_offset = per_partition(
+            "billing_partition_applied_offset", "highest offset of the partition whose effect is in Postgres"
         )
-        self.end_offset = Gauge(
-            "billing_partition_end_offset",
-            "the partition's end offset (high watermark)",
-            ["partition"],
-            registry=r,
+        self.end_offset = per_partition(
+            "billing_partition_end_offset", "the partition's end offset (high watermark)"
         )
-        self.lag = Gauge(
+        self.lag = per_partition(
             "billing_consumer_lag",
             "records of the partition not yet in Postgres: end offset - next offset to apply",
-            ["partition"],
-            registry=r,
         )
-        self.open_days = Gauge(
-            "billing_open_days", "billing days that still have provisional rows", registry=r
+        self.open_days = gauge("billing_open_days", "billing days that still have provisional rows")
+        self.closed_through = gauge(
+            "billing_closed_through_seconds", "end of the last final billing day, as unix time"
         )
-        self.closed_through = Gauge(
-            "billing_closed_through_seconds", "end of the last final billing day, as unix time", registry=r
-        )
-        self.oldest_open_day_age = Gauge(
+        self.oldest_open_day_age = gauge(
             "billing_oldest_open_day_age_seconds",
             "how long ago the oldest day that is not final ended (0 while it has not ended)",
-            registry=r,
         )
-        self.unread_before_close = Gauge(
+        self.unread_before_close = per_partition(
             "billing_unread_before_close",
             "records of the partition still to apply before the next due day can close",
-            ["partition"],
-            registry=r,
         )
         self.unpriced = Counter(
             "billing_charges_unpriced",

@@ -35,7 +35,7 @@ def _failure(exc: Exception, **options: object) -> click.ClickException:
 @pytest.mark.parametrize(
     ("exc", "code"),
     [
-        (ConfigurationError("BILLING_X is blank"), 2),
+        (ConfigurationError("BILLING_DASHBOARD_TOKEN is set but blank"), 2),
         (BrokerUnreachableError("no broker"), 4),
         (NotReadyError("schema 3, needs 4"), 5),
         (BrokerError("topic charges has 4 partitions"), 1),
