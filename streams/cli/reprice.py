@@ -19,7 +19,7 @@ from rich.table import Table
 
 from streams.cli import terminal
 from streams.cli.common import load_settings
-from streams.cli.replay import _rebuild, _run
+from streams.cli.replay import _day_option, _rebuild, _run
 from streams.cli.totals import money
 from streams.ops.rebuild import RebuildResult
 from streams.rules.pricing import nanos_to_units
@@ -37,8 +37,8 @@ def differences(result: RebuildResult) -> list[tuple[str, Decimal, Decimal]]:
 
 
 @click.command("reprice")
-@click.option("--from", "first", required=True, metavar="DATE", type=click.DateTime(["%Y-%m-%d"]))
-@click.option("--to", "last", required=True, metavar="DATE", type=click.DateTime(["%Y-%m-%d"]))
+@_day_option("--from", "first", "First day (YYYY-MM-DD).")
+@_day_option("--to", "last", "Last day, inclusive.")
 @click.option("--dry-run", is_flag=True, help="Print the difference per account; change nothing.")
 def reprice(first: datetime, last: datetime, dry_run: bool) -> None:
     """Recompute the cost of days [--from, --to] from the topic with the current price book."""
