@@ -12,7 +12,10 @@ argument for why they make every charge count exactly once is in docs/architectu
 - of the copies of one idempotency key (account_id, event_id), only the copy recorded as the
   winner in the dedup ledger counts; the others are duplicates;
 - a counted charge is late when its day had closed before its source reached it (the closure
-  mark of its source), so a replay and a rebuild reach the same verdict as the first read.
+  mark of its source), so a replay and a rebuild reach the same verdict as the first read;
+- only a counted charge is priced (`streams.rules.price_book`), and its cost, an integer, is
+  summed into its daily row and its row by model like its tokens: what is skipped or a
+  duplicate costs nothing, and the sums do not depend on how charges were batched.
 
 Everything is compared within one source only: a source is one incarnation of one partition of
 one topic, so partitioners, topic cut-overs and brokers that come back empty cannot mix fences.
