@@ -28,7 +28,7 @@ _Key = tuple[str | None, str, str]  # account (None: every account), provider, m
 class PriceBook:
     """Every price, indexed for lookups by account, provider, model and time."""
 
-    def __init__(self, prices: Iterable[Price] = ()) -> None:
+    def __init__(self, prices: Iterable[Price] = (), day_cache_size: int = 100_000) -> None:
         grouped: dict[_Key, list[Price]] = {}
         for p in prices:
             grouped.setdefault((p.account_id, p.provider, normalize_model(p.model)), []).append(p)
@@ -36,7 +36,10 @@ class PriceBook:
         for key, found in grouped.items():
             found.sort(key=lambda p: p.valid_from)
             self._timelines[key] = (tuple(p.valid_from for p in found), tuple(found))
+        # A worker keeps one book for as long as no price changes: the per-day cache starts over
+        # when full, so it holds the days being counted, not every day since the book was loaded.
         self._days: dict[tuple[str, str, str, date], DayTimeline] = {}
+        self._day_cache_size = day_cache_size
         self.currencies = frozenset(p.currency for ps in grouped.values() for p in ps)
 
     def __len__(self) -> int:
@@ -66,6 +69,8 @@ class PriceBook:
         key = (account_id, provider, model, day)
         found = self._days.get(key)
         if found is None:
+            if len(self._days) >= self._day_cache_size:
+                self._days.clear()
             start = datetime.combine(day, time(), UTC)
             end = start + timedelta(days=1)
             points = {start}
