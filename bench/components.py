@@ -3,7 +3,8 @@
 - decode: `streams.charge.decode.decode_record` + `Batch.add_record` over the e2e records (the bytes the
   producer sent), i.e. JSON, validation and the pending rows, with no Kafka and no Faust;
 - sink: `PostgresSink.flush` of those batches, 2,000 records each as the worker takes them
-  (BILLING_BATCH_RECORDS), into a fresh database: the COPY, dedup, fenced upsert transaction.
+  (BILLING_BATCH_RECORDS), into a fresh database with the default price book: the COPY, dedup,
+  pricing, the fenced upserts of the daily rows and the rows by model, one transaction.
 The worker runs them one after the other for each batch, so 1 / (1/decode + 1/sink) is what it
 could reach if Faust delivered records for free; the gap to the e2e figure is Faust's per-record
 machinery and the waiting between batches.
@@ -18,7 +19,9 @@ from datetime import UTC, datetime
 
 from bench.infra import Bench
 from streams.charge.decode import Limits, decode_record
+from streams.ops.prices import seed_defaults
 from streams.rules.batch import Batch
+from streams.rules.settle import PendingCharge
 from streams.sink.postgres import PostgresSink
 from tests.support import settings_from
 
@@ -29,6 +32,7 @@ class Components:
     records: int
     decode_seconds: float
     sink_seconds: float
+    pending: list[PendingCharge]  # what the batches held, for the pricing measurement
 
     @property
     def decode_rate(self) -> float:
@@ -51,8 +55,10 @@ async def components(
     limits = Limits.for_record(datetime.now(UTC), settings.max_clock_skew, settings.zone)
     sink = PostgresSink(settings)
     await sink.start()
+    await sink.run(seed_defaults)
     decode_seconds = sink_seconds = 0.0
     charges = 0
+    pending: list[PendingCharge] = []
     try:
         for start in range(0, len(records), batch_records):
             began = time.perf_counter()
@@ -65,10 +71,11 @@ async def components(
                     zlib.crc32(key) % settings.partitions, offset, decoded.charges, decoded.positions
                 )
             decoded_at = time.perf_counter()
+            pending += batch.rows
             result = await sink.flush(batch)
             sink_seconds += time.perf_counter() - decoded_at
             decode_seconds += decoded_at - began
             charges += result.charges
     finally:
         await sink.stop()
-    return Components(charges, len(records), decode_seconds, sink_seconds)
+    return Components(charges, len(records), decode_seconds, sink_seconds, pending)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import asyncpg
 from rich.console import Console
 
-from bench import ceiling, components, data, e2e, http, latency, naive, produce, scale, seed
+from bench import ceiling, components, data, e2e, http, latency, naive, pricing, produce, scale, seed
 from bench.infra import Bench
 from bench.report import Report
 
@@ -145,10 +145,23 @@ class Run:
         c = await components.components(bench, records, topic)
         note = f"{c.charges:,} charges in {c.records:,} records, no Kafka, no Faust"
         self.report.add("component: decode + batch (worker CPU)", rate(c.decode_rate), note)
-        note = "PostgresSink.flush per 2,000 records: COPY, dedup ledger, fenced upsert, one transaction"
+        note = (
+            "PostgresSink.flush per 2,000 records: COPY, dedup ledger, pricing with the default book, "
+            "fenced upserts of the daily rows and the rows by model, one transaction"
+        )
         self.report.add("component: Postgres sink", rate(c.sink_rate), note)
         note = "decode then flush, one after the other, as the worker runs them: the bound without Faust"
         self.report.add("component: serial bound 1/(1/decode + 1/sink)", rate(c.serial_rate), note)
+        p = pricing.pricing_cost(c.pending)
+        note = (
+            f"settle per charge: {p.plain_us:.2f} µs unpriced, {p.priced_us:.2f} µs with the default book "
+            f"({p.priced_share:.0%} of charges priced), ratio {p.priced_us / p.plain_us:.2f}"
+        )
+        self.report.add(
+            "component: pricing + rows by model (worker CPU)",
+            f"+{p.priced_us - p.plain_us:.2f} µs/charge",
+            note,
+        )
 
     async def ceilings(self, bench: Bench, topic: str, single_topic: str, records: int) -> None:
         s, r = self.sizes, self.report

@@ -105,6 +105,11 @@ class UsageError(InputError):
     """Usage that cannot be billed as given: absent, of unknown shape, or inconsistent counts."""
 
 
+class PriceError(InputError):
+    """A price that cannot be used (negative, not finite, no currency) or that would mix two
+    currencies in one price book."""
+
+
 class RebuildRefused(BillingError, ValueError):
     """The rebuild would lose charges or read the wrong topic; nothing was changed."""
 

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = (
     "tests/unit/rules/test_settle.py",
     "tests/unit/rules/test_closing.py",
+    "tests/unit/rules/test_pricing.py",
     "tests/integration/test_sink.py",
     "tests/integration/test_partition_lock.py",
     "tests/integration/test_dashboard_readonly.py",
@@ -44,6 +45,18 @@ class Mutant:
 
 
 MUTANTS = (
+    Mutant(
+        "streams/rules/pricing.py",
+        "cost: half rounds up, not to even",
+        "if 2 * rest > scale or (2 * rest == scale and whole % 2):",
+        "if 2 * rest >= scale:",
+    ),
+    Mutant(
+        "streams/rules/pricing.py",
+        "cost: cached reads at the input rate",
+        "        + cached * read\n",
+        "        + cached * i\n",
+    ),
     Mutant(
         "streams/rules/settle.py",
         "admit: fence `<=` -> `<`",
@@ -86,8 +99,8 @@ MUTANTS = (
     Mutant(
         "streams/rules/settle.py",
         "settle: late `<=` -> `<`",
-        "if closed is not None and c.day <= closed:",
-        "if closed is not None and c.day < closed:",
+        "is_late = closed is not None and c.day <= closed",
+        "is_late = closed is not None and c.day < closed",
     ),
     Mutant(
         "streams/rules/settle.py",
@@ -152,8 +165,8 @@ MUTANTS = (
     Mutant(
         "streams/sink/sql.py",
         "UPSERT: a row born after its close is provisional (`<=` -> `<`)",
-        "CASE WHEN u.date <= $13::date THEN now() END",
-        "CASE WHEN u.date < $13::date THEN now() END",
+        "CASE WHEN u.date <= {closed} THEN now() END",
+        "CASE WHEN u.date < {closed} THEN now() END",
     ),
     Mutant(
         "streams/sink/sql.py",
@@ -164,8 +177,8 @@ MUTANTS = (
     Mutant(
         "streams/sink/sql.py",
         "UPSERT: sums replaced, not added",
-        '_excluded = ",\\n    ".join(f"{c} = d.{c} + EXCLUDED.{c}"',
-        '_excluded = ",\\n    ".join(f"{c} = EXCLUDED.{c}"',
+        'added = ",\\n    ".join(f"{c} = d.{c} + EXCLUDED.{c}"',
+        'added = ",\\n    ".join(f"{c} = EXCLUDED.{c}"',
     ),
     # The promises around the rules: the partition lock, the fatal path, a dashboard that cannot
     # write, and which LiteLLM calls are billed.

@@ -30,6 +30,7 @@ from streams.api.usage_sql import (
 )
 from streams.errors import ApiError
 from streams.ops.totals import GROUP_COLUMNS, METRICS, parse_group_by
+from streams.rules.pricing import nanos_to_units
 from streams.sink.sql import READ_CLOSED
 
 router = APIRouter()
@@ -46,7 +47,9 @@ def _window_end(start: date, window: Window) -> date:
 
 
 def _usage(row: Any) -> Usage:
-    return Usage(**{m: row[m] for m in METRICS})
+    cost = f"{nanos_to_units(int(row['cost_nanos'])):f}"
+    money = {"cost": cost, "currency": row["currency"], "unpriced_charge_count": row["unpriced_charge_count"]}
+    return Usage(**{m: row[m] for m in METRICS}, **money)
 
 
 def _filters(

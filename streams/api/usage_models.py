@@ -15,7 +15,9 @@ from streams.api.usage_sql import Window
 
 
 class Usage(BaseModel):
-    """Summed counts; `late_charge_count` counts charges that arrived after their day closed."""
+    """Summed counts; `late_charge_count` counts charges that arrived after their day closed.
+    The cost is exact: decimal text (a JSON number would be read as a float) in `currency`;
+    `unpriced_charge_count` charges had no price and are not in it."""
 
     prompt_tokens: int
     completion_tokens: int
@@ -24,6 +26,9 @@ class Usage(BaseModel):
     reasoning_tokens: int
     charge_count: int
     late_charge_count: int
+    cost: str = Field(description='exact decimal amount of `currency`, e.g. "12.345678901"')
+    currency: str | None = Field(description="ISO 4217 code of the price book; null when nothing was priced")
+    unpriced_charge_count: int
 
 
 class Group(BaseModel):

@@ -34,11 +34,14 @@ WINDOW_START: Mapping[str, str] = MappingProxyType(
         "month": "date_trunc('month', \"date\")::date",
     }
 )
+#: What a row or window cost: nano-units (an exact integer), uncosted charges, the currency.
+MONEY_COLUMNS: tuple[str, ...] = ("cost_nanos", "unpriced_charge_count", "currency")
 CHANGE_COLUMNS: tuple[str, ...] = (
     "id",
     *(GROUP_COLUMNS[d] for d in DIMENSIONS),
     "date",
     *METRICS,
+    *MONEY_COLUMNS,
     "revision",
     "finalized_at",
     "updated_at",
@@ -92,6 +95,11 @@ def build_usage_sql(q: UsageQuery) -> tuple[str, list[Any]]:
     where += _filters(p, q.filters)
     select = [f"{WINDOW_START[q.window]} AS window_start", *columns]
     select += [f'COALESCE(sum("{m}"), 0)::bigint AS "{m}"' for m in METRICS]
+    select += [
+        'COALESCE(sum("cost_nanos"), 0)::numeric AS "cost_nanos"',  # a sum may pass bigint
+        'COALESCE(sum("unpriced_charge_count"), 0)::bigint AS "unpriced_charge_count"',
+        'max("currency") AS "currency"',
+    ]
     order = ", ".join(["window_start", *columns])
     sql = (
         "SELECT "

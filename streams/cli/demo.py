@@ -37,6 +37,7 @@ from streams.embedded.broker import EmbeddedBroker
 from streams.embedded.ports import free_port
 from streams.embedded.postgres import EmbeddedPostgres, postgres_reachable
 from streams.kafka.topics import ensure_topics
+from streams.ops.prices import seed_defaults
 from streams.ops.totals import TotalsQuery, fetch_totals
 from streams.producer.producer import ChargeProducer
 from streams.redaction import redact_url
@@ -54,7 +55,7 @@ def with_database(url: str, name: str) -> str:
 
 async def _create_database(url: str, name: str) -> str:
     """Create database `name` on the server of `url` (failing if it exists: it is not ours),
-    migrate it and return its URL."""
+    migrate it, give it the default prices and return its URL."""
     admin = await asyncpg.connect(with_database(url, "postgres"))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')  # name: our prefix, digits, hex
@@ -64,6 +65,7 @@ async def _create_database(url: str, name: str) -> str:
     conn = await asyncpg.connect(target)
     try:
         await migrate(conn)
+        await seed_defaults(conn)  # as `billing migrate` does: the demo's rows have a cost
     finally:
         await conn.close()
     return target

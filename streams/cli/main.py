@@ -86,25 +86,32 @@ def main() -> None:
 
 @main.command()
 def migrate() -> None:
-    """Create or upgrade the Postgres schema (versioned, idempotent, safe to run concurrently)."""
+    """Create or upgrade the Postgres schema (versioned, idempotent, safe to run concurrently).
+
+    An empty price book gets the default prices bundled with genai-prices.
+    """
+    from streams.ops.prices import seed_defaults
     from streams.sink.migrate import current_version
     from streams.sink.migrate import migrate as run_migrations
 
     settings = load_settings()
 
-    async def go() -> tuple[list[str], int]:
+    async def go() -> tuple[list[str], int, int]:
         conn = await errors.connect(settings.dsn)
         try:
             applied = await run_migrations(conn)
-            return [f"{m.version:03d}_{m.name}" for m in applied], await current_version(conn)
+            seeded = await seed_defaults(conn)
+            return [f"{m.version:03d}_{m.name}" for m in applied], await current_version(conn), seeded
         finally:
             await conn.close()
 
-    applied, version = asyncio.run(go())
+    applied, version, seeded = asyncio.run(go())
     if applied:
         click.echo(f"applied {', '.join(applied)}; schema at version {version}")
     else:
         click.echo(f"schema up to date at version {version}")
+    if seeded:
+        click.echo(f"price book: {seeded:,} default prices from genai-prices (see billing prices list)")
 
 
 @main.command()
@@ -128,11 +135,13 @@ def _register() -> None:
     from streams.cli.demo import demo
     from streams.cli.dev import dev
     from streams.cli.dlq import dlq
+    from streams.cli.prices import prices
     from streams.cli.produce import produce
     from streams.cli.replay import rebuild, replay
+    from streams.cli.reprice import reprice
     from streams.cli.totals import totals
 
-    for command in (dev, produce, totals, dlq, replay, rebuild, dashboard, demo, api, keys):
+    for command in (dev, produce, totals, dlq, replay, rebuild, reprice, dashboard, demo, api, keys, prices):
         main.add_command(command)
 
 

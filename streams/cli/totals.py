@@ -1,4 +1,4 @@
-"""`billing totals`: daily totals as a table, JSON or CSV."""
+"""`billing totals`: daily totals and their cost as a table, JSON or CSV."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 import re
 from collections.abc import Mapping, Sequence
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import click
@@ -19,6 +20,7 @@ from streams.ops.totals import (
     COUNTS,
     DEFAULT_GROUP_BY,
     GROUP_COLUMNS,
+    MONEY,
     TotalsQuery,
     build_totals_sql,
     fetch_totals,
@@ -44,8 +46,10 @@ def render_table(rows: Sequence[Mapping[str, Any]], console: Console, limit: int
     if not rows:
         console.print("No billing records match.")
         return
-    groups = [k for k in rows[0] if k not in COUNTS and k != "final"]
+    groups = [k for k in rows[0] if k not in (*COUNTS, *MONEY, "final")]
     sums = {k: sum(int(r[k]) for r in rows) for k in COUNTS}
+    cost = sum((Decimal(r["cost"]) for r in rows), Decimal(0))
+    currency = next((r["currency"] for r in rows if r["currency"]), "")
     all_final = all(r["final"] for r in rows)
     caption = "provisional = the day is still open; sums may grow"
     if 0 < limit < len(rows):
@@ -56,10 +60,12 @@ def render_table(rows: Sequence[Mapping[str, Any]], console: Console, limit: int
         table.add_column(key, footer="TOTAL" if i == 0 else "", no_wrap=True)
     for key in COUNTS:
         table.add_column(_HEADERS[key], footer=f"{sums[key]:,}", justify="right", no_wrap=True)
+    table.add_column(f"cost {currency}".strip(), footer=money(cost), justify="right", no_wrap=True)
     table.add_column("status", footer="final" if all_final else "provisional", no_wrap=True)
     for r in rows:
         cells: list[Any] = [terminal.plain(r[k]) for k in groups] if groups else ["all"]
         cells += [f"{int(r[k]):,}" for k in COUNTS]
+        cells.append(money(Decimal(r["cost"])))
         cells.append("final" if r["final"] else "[yellow]provisional[/]")
         table.add_row(*cells)
     width = console.width
@@ -68,6 +74,14 @@ def render_table(rows: Sequence[Mapping[str, Any]], console: Console, limit: int
         console.print(table)
     finally:
         console.width = width
+
+
+def money(amount: Decimal) -> str:
+    """An amount for people: thousands separated, cents always, sub-cent digits only when there
+    are any (a table rounds nothing away: 0.000123 stays 0.000123)."""
+    text = f"{amount:,.9f}".rstrip("0")
+    whole, _, fraction = text.partition(".")
+    return f"{whole}.{fraction.ljust(2, '0')}"
 
 
 _InputError = errors.UsageFailure
@@ -97,9 +111,11 @@ Examples:
   billing totals --account acme --group-by date,provider
   billing totals --provider openai --provider anthropic --format csv > nov.csv
   billing totals --group-by account --final-only --format json
+  billing totals --group-by account,model --from 2026-11-01    cost by model
   billing totals --limit 0                       every row (a table shows 100 by default)
 
-Rows of days still open are marked provisional: their sums may still grow.
+Rows of days still open are marked provisional: their sums may still grow. The cost is exact
+(summed in whole nano-units); `unpriced` counts charges whose model had no price.
 Connection: BILLING_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/billing).
 """
 
@@ -109,6 +125,7 @@ Connection: BILLING_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/b
 @click.option("--user", multiple=True, metavar="ID", help="Only this user (repeatable).")
 @click.option("--provider", multiple=True, metavar="SLUG", help="Only this provider (repeatable).")
 @click.option("--charge-type", multiple=True, metavar="TYPE", help="Only this type (repeatable).")
+@click.option("--model", multiple=True, metavar="NAME", help="Only this model, lower-case (repeatable).")
 @click.option("--from", "date_from", callback=_parse_day, metavar="YYYY-MM-DD", help="First day, inclusive.")
 @click.option("--to", "date_to", callback=_parse_day, metavar="YYYY-MM-DD", help="Last day, inclusive.")
 @click.option("--group-by", default=",".join(DEFAULT_GROUP_BY), show_default=True, metavar="NAMES", help=_BY)

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -27,7 +28,7 @@ from streams.errors import BadRequest
 from streams.ops.totals import GROUP_COLUMNS, METRICS, TotalsQuery, build_totals_sql, fetch_totals
 
 FILTERS = ("account", "user", "provider", "charge_type")
-CHART_BY = ("provider", "charge_type")
+CHART_BY = ("provider", "charge_type", "model")  # by model: read from the rows by model
 TABLE_GROUP_BY = ("date", "account", "user", "provider", "charge_type")  # one line per stored row
 TABLE_LIMIT = 2000  # rows sent to the page; the CSV has them all
 LIST_LIMIT = 500  # values offered in a filter's suggestions
@@ -136,9 +137,16 @@ async def fetch_limited(conn: asyncpg.Connection, q: TotalsQuery, limit: int) ->
     return [dict(r) for r in rows]
 
 
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return f"{value:f}"  # money: exact decimal text, never a float
+    return value.isoformat() if isinstance(value, date) else value
+
+
 def plain(row: Mapping[str, Any]) -> dict[str, Any]:
-    """JSON-ready: dates as ISO text; a row is `revised` when late charges were added to it."""
-    out = {k: v.isoformat() if isinstance(v, date) else v for k, v in row.items()}
+    """JSON-ready: dates as ISO text, the cost as decimal text; a row is `revised` when late
+    charges were added to it."""
+    out = {k: _json_value(v) for k, v in row.items()}
     if "late_charge_count" in out:
         out["revised"] = int(out["late_charge_count"]) > 0
     return out

@@ -36,13 +36,13 @@ from streams.charge.windows import day_start
 from streams.config.settings import Settings
 from streams.errors import RebuildRefused
 from streams.kafka.topic_reader import read_topic
+from streams.ops.rebuild_rows import replace_rows
 from streams.rules.batch import Batch, record_fingerprint
+from streams.rules.price_book import Pricing
 from streams.rules.settle import (
     NO_MARKS,
     Coordinates,
-    DailyKey,
     PendingCharge,
-    RowDelta,
     closure_marks,
     first_sightings,
     horizon_days,
@@ -50,17 +50,11 @@ from streams.rules.settle import (
     settle,
 )
 from streams.sink import sql as sink_sql
+from streams.sink.prices import load_book
 
 log = logging.getLogger(__name__)
 
-SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
-COUNTS = (*SUMS, "charge_count", "late_charge_count")
 Progress = Callable[[int, int], None]  # (partition, records read so far in it)
-
-
-def _counts(delta: RowDelta) -> list[int]:
-    """A delta's numbers in COUNTS order (the columns of a row)."""
-    return [*delta.sums, delta.charge_count, delta.late_charge_count]
 
 
 @dataclass(slots=True)
@@ -71,6 +65,8 @@ class RebuildResult:
     updated: int = 0
     deleted: int = 0
     unchanged: int = 0
+    cost_before: dict[str, int] = field(default_factory=dict)  # nano-units per account in range
+    cost_after: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -244,36 +240,19 @@ async def _write(
     ]
     winners = await _winners(conn, admitted, sources)
     in_range = [c for c in admitted if first <= c.day <= last]
-    fresh: dict[DailyKey, RowDelta] = {d.key: d for d in settle(in_range, sources, winners, marks).deltas}
+    # The current book prices every charge again: a rebuild is also how a past period is repriced.
+    settled = settle(in_range, sources, winners, marks, Pricing(await load_book(conn)))
     closed = await conn.fetchval(sink_sql.READ_CLOSED)
-    result = RebuildResult(records=collector.records, charges=sum(d.charge_count for d in fresh.values()))
-    deletes: list[int] = []
-    updates: list[list[object]] = [[] for _ in range(10)]
-    for old in await conn.fetch(sink_sql.REBUILD_OLD_ROWS, first, last):
-        key = DailyKey(old["account_id"], old["user_id"], old["provider"], old["date"], old["charge_type"])
-        delta = fresh.pop(key, None)
-        if delta is None:
-            deletes.append(old["id"])
-            continue
-        counts = _counts(delta)
-        totals_changed = counts != [old[c] for c in COUNTS]
-        finalize = old["finalized_at"] is None and closed is not None and key.date <= closed
-        if not (totals_changed or finalize):
-            result.unchanged += 1
-            continue
-        revision = old["revision"] + (1 if totals_changed else 0)
-        for column, value in zip(updates, [old["id"], *counts, revision, finalize], strict=True):
-            column.append(value)
-    inserts: list[list[object]] = [[] for _ in range(13)]
-    for key, delta in sorted(fresh.items()):
-        final = closed is not None and key.date <= closed
-        for column, value in zip(inserts, [*key, *_counts(delta), final], strict=True):
-            column.append(value)
-    if deletes:
-        await conn.execute(sink_sql.REBUILD_DELETE, deletes)
-    if updates[0]:
-        await conn.execute(sink_sql.REBUILD_UPDATE, *updates)
-    if inserts[0]:
-        await conn.execute(sink_sql.REBUILD_INSERT, *inserts)
-    result.deleted, result.updated, result.inserted = len(deletes), len(updates[0]), len(inserts[0])
+    result = RebuildResult(records=collector.records, charges=sum(d.charge_count for d in settled.deltas))
+    result.cost_before = dict(await conn.fetch(sink_sql.REBUILD_COST_BY_ACCOUNT, first, last))
+    for d in settled.deltas:
+        result.cost_after[d.key[0]] = result.cost_after.get(d.key[0], 0) + d.cost_nanos
+    rows = await replace_rows(
+        conn, sink_sql.REBUILD_DAILY, {d.key: d for d in settled.deltas}, first, last, closed
+    )
+    await replace_rows(
+        conn, sink_sql.REBUILD_BY_MODEL, {d.key: d for d in settled.model_deltas}, first, last, closed
+    )
+    result.deleted, result.updated, result.inserted = rows.deleted, rows.updated, rows.inserted
+    result.unchanged = rows.unchanged
     return result

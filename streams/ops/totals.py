@@ -1,4 +1,6 @@
-"""Daily totals read from `daily_billing_records`, for `billing totals`, the dashboard and the API.
+"""Daily totals and their cost, read from `daily_billing_records` (or, to split or filter by
+model, from `daily_model_records`, which holds the same sums by model), for `billing totals`, the
+dashboard and the API.
 
 The query builder is pure so the SQL can be tested without a database. Values only ever travel
 as bound parameters ($1, $2, ...); column names come from the fixed `GROUP_COLUMNS` whitelist,
@@ -11,6 +13,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
@@ -18,10 +21,10 @@ import asyncpg
 
 from streams import output_safety
 
-#: Group-by name (what a user types) -> column of `daily_billing_records` (what SQL sees).
+#: Group-by name (what a user types) -> column of the daily tables (what SQL sees).
 GROUP_COLUMNS: Mapping[str, str] = MappingProxyType(
     {"date": "date", "account": "account_id", "user": "user_id", "provider": "provider"}
-    | {"charge_type": "charge_type"}
+    | {"charge_type": "charge_type", "model": "model"}
 )
 #: Default grouping: one line per day, account, provider and charge type — the billable unit
 #: of an invoice. Users are folded in; add `user` to split them out.
@@ -31,8 +34,11 @@ METRICS: tuple[str, ...] = tuple(
     [f"{kind}_tokens" for kind in ("prompt", "completion", "total", "cached", "reasoning")]
     + ["charge_count", "late_charge_count"]
 )
-COUNTS: tuple[str, ...] = (*METRICS, "rows")
-_FILTERS: tuple[str, ...] = ("account", "user", "provider", "charge_type")
+#: Money, after the counts: charges without a price, the exact cost and its currency.
+MONEY: tuple[str, ...] = ("unpriced_charge_count", "cost", "currency")
+#: The integer columns of a result (a table sums them in its footer).
+COUNTS: tuple[str, ...] = (*METRICS, "unpriced_charge_count", "rows")
+_FILTERS: tuple[str, ...] = ("account", "user", "provider", "charge_type", "model")
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class TotalsQuery:
     user: tuple[str, ...] = ()
     provider: tuple[str, ...] = ()
     charge_type: tuple[str, ...] = ()
+    model: tuple[str, ...] = ()
     date_from: date | None = None
     date_to: date | None = None
     group_by: tuple[str, ...] = DEFAULT_GROUP_BY
@@ -77,7 +84,12 @@ def check_group_by(names: Sequence[str]) -> tuple[str, ...]:
 
 def output_columns(q: TotalsQuery) -> list[str]:
     """The keys of every result row, in order (also the CSV header)."""
-    return [GROUP_COLUMNS[g] for g in check_group_by(q.group_by)] + [*COUNTS, "final"]
+    return [GROUP_COLUMNS[g] for g in check_group_by(q.group_by)] + [*METRICS, *MONEY, "rows", "final"]
+
+
+def source_table(q: TotalsQuery) -> str:
+    """The daily rows, or the same sums by model when the model is asked for."""
+    return "daily_model_records" if "model" in q.group_by or q.model else "daily_billing_records"
 
 
 def build_totals_sql(q: TotalsQuery) -> tuple[str, list[Any]]:
@@ -105,8 +117,14 @@ def build_totals_sql(q: TotalsQuery) -> tuple[str, list[Any]]:
 
     select = [f'"{c}"' for c in columns]
     select += [f'COALESCE(sum("{m}"), 0)::bigint AS "{m}"' for m in METRICS]
+    select += [
+        'COALESCE(sum("unpriced_charge_count"), 0)::bigint AS "unpriced_charge_count"',
+        # Exact: whole nano-units summed as integers, shown with nine decimals.
+        'round(COALESCE(sum("cost_nanos"), 0)::numeric / 1000000000, 9) AS "cost"',
+        'max("currency") AS "currency"',
+    ]
     select += ['count(*)::bigint AS "rows"', 'bool_and(finalized_at IS NOT NULL) AS "final"']
-    lines = ["SELECT " + ",\n       ".join(select), "FROM daily_billing_records"]
+    lines = ["SELECT " + ",\n       ".join(select), f"FROM {source_table(q)}"]
     if where:
         lines.append("WHERE " + "\n  AND ".join(where))
     group = ", ".join(f'"{c}"' for c in columns)
@@ -132,11 +150,14 @@ async def fetch_totals(
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return f"{value:f}"  # exact, never through a float, never in exponent form
     return value.isoformat() if isinstance(value, date) else value
 
 
 def to_json(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A JSON array of objects: dates as ISO strings, counts as integers, `final` as bool."""
+    """A JSON array of objects: dates as ISO strings, counts as integers, `final` as bool, the
+    cost as a decimal string (exact; a JSON number would be read as a float)."""
     return json.dumps([{k: _plain(v) for k, v in r.items()} for r in rows], indent=2)
 
 

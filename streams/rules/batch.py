@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from schemas.charge import Charge
 from streams.charge.windows import billing_date
+from streams.rules.pricing import normalize_model
 from streams.rules.settle import PendingCharge, dedup_key
 
 
@@ -94,6 +95,8 @@ class Batch:
                     c.reasoning_tokens,
                     c.event_id,
                     accept_late,
+                    normalize_model(c.model),
+                    c.occurred_at,
                 )
             )
             mark.charges += 1

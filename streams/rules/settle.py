@@ -12,7 +12,10 @@ argument for why they make every charge count exactly once is in docs/architectu
 - of the copies of one idempotency key (account_id, event_id), only the copy recorded as the
   winner in the dedup ledger counts; the others are duplicates;
 - a counted charge is late when its day had closed before its source reached it (the closure
-  mark of its source), so a replay and a rebuild reach the same verdict as the first read.
+  mark of its source), so a replay and a rebuild reach the same verdict as the first read;
+- only a counted charge is priced (`streams.rules.price_book`), and its cost, an integer, is
+  summed into its daily row and its row by model like its tokens: what is skipped or a
+  duplicate costs nothing, and the sums do not depend on how charges were batched.
 
 Everything is compared within one source only: a source is one incarnation of one partition of
 one topic, so partitioners, topic cut-overs and brokers that come back empty cannot mix fences.
@@ -22,9 +25,9 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import NamedTuple
 
 
@@ -34,6 +37,17 @@ class DailyKey(NamedTuple):
     account_id: str
     user_id: str
     provider: str
+    date: date
+    charge_type: str
+
+
+class ModelKey(NamedTuple):
+    """The key of one row by model: the daily key and the model the charges named."""
+
+    account_id: str
+    user_id: str
+    provider: str
+    model: str
     date: date
     charge_type: str
 
@@ -61,10 +75,20 @@ class PendingCharge(NamedTuple):
     reasoning_tokens: int
     event_id: str
     accept_late: bool = False  # an operator re-drove it with the late horizon lifted
+    model: str = ""  # as priced: trimmed, lower-case ('' when the charge names none)
+    occurred_at: datetime | None = None  # picks the price in force
 
     @property
     def daily_key(self) -> DailyKey:
         return DailyKey(self.account_id, self.user_id, self.provider, self.day, self.charge_type)
+
+    @property
+    def model_key(self) -> ModelKey:
+        return ModelKey(self.account_id, self.user_id, self.provider, self.model, self.day, self.charge_type)
+
+
+#: The cost of a charge in nano-units and its currency, or None when its model has no price.
+Pricer = Callable[[PendingCharge], tuple[int, str] | None]
 
 
 def dedup_key(account_id: str, event_id: str) -> bytes:
@@ -158,12 +182,30 @@ def first_sightings(charges: Iterable[PendingCharge], sources: Mapping[int, int]
 
 @dataclass(slots=True)
 class RowDelta:
-    """What one flush adds to one daily row."""
+    """What one flush adds to one daily row (or one row by model)."""
 
-    key: DailyKey
+    key: DailyKey | ModelKey
     sums: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0])  # in SUMMED order
     charge_count: int = 0
     late_charge_count: int = 0
+    cost_nanos: int = 0
+    unpriced_charge_count: int = 0
+    currency: str | None = None  # of the priced charges (a book has one currency)
+
+    def add(self, c: PendingCharge, priced: tuple[int, str] | None, late: bool) -> None:
+        totals = self.sums
+        totals[0] += c.prompt_tokens
+        totals[1] += c.completion_tokens
+        totals[2] += c.total_tokens
+        totals[3] += c.cached_tokens
+        totals[4] += c.reasoning_tokens
+        self.charge_count += 1
+        self.late_charge_count += late
+        if priced is None:
+            self.unpriced_charge_count += 1
+        else:
+            self.cost_nanos += priced[0]
+            self.currency = priced[1]
 
 
 @dataclass(slots=True)
@@ -171,6 +213,7 @@ class Settlement:
     deltas: list[RowDelta]
     duplicates: int  # charges whose idempotency key counts elsewhere
     late: int  # counted charges of days that were already closed
+    model_deltas: list[RowDelta] = field(default_factory=list)  # the same sums by model
 
 
 def settle(
@@ -178,35 +221,37 @@ def settle(
     sources: Mapping[int, int],
     winners: Mapping[bytes, Coordinates],
     marks: Mapping[int, ClosureMarks],
+    pricer: Pricer | None = None,
 ) -> Settlement:
-    """Sum the admitted charges that win their idempotency key, one delta per daily row.
+    """Sum the admitted charges that win their idempotency key, one delta per daily row and
+    one per row by model, each with its cost (`pricer`; without one every charge is unpriced).
 
     `winners` maps every key of the batch to the coordinates that count (the ledger's winner,
     or the batch's own first sighting for a new key).
     """
     deltas: dict[DailyKey, RowDelta] = {}
+    models: dict[ModelKey, RowDelta] = {}
     duplicates = late = 0
     for c in charges:
         source = sources[c.partition]
         if winners[c.dedup_key] != (source, c.offset, c.position):
             duplicates += 1
             continue
+        closed = marks.get(source, NO_MARKS).closed_before(c.offset)
+        is_late = closed is not None and c.day <= closed
+        late += is_late
+        priced = pricer(c) if pricer is not None else None
         key = c.daily_key
         delta = deltas.get(key)
         if delta is None:
             delta = deltas[key] = RowDelta(key)
-        totals = delta.sums
-        totals[0] += c.prompt_tokens
-        totals[1] += c.completion_tokens
-        totals[2] += c.total_tokens
-        totals[3] += c.cached_tokens
-        totals[4] += c.reasoning_tokens
-        delta.charge_count += 1
-        closed = marks.get(source, NO_MARKS).closed_before(c.offset)
-        if closed is not None and c.day <= closed:
-            delta.late_charge_count += 1
-            late += 1
-    return Settlement(list(deltas.values()), duplicates, late)
+        delta.add(c, priced, is_late)
+        model_key = c.model_key
+        by_model = models.get(model_key)
+        if by_model is None:
+            by_model = models[model_key] = RowDelta(model_key)
+        by_model.add(c, priced, is_late)
+    return Settlement(list(deltas.values()), duplicates, late, list(models.values()))
 
 
 def horizon_days(horizon_seconds: float) -> int:

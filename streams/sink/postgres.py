@@ -30,6 +30,7 @@ from streams import crashpoints
 from streams.config.settings import Settings
 from streams.errors import SinkDataError, SinkFatalError
 from streams.rules.batch import Batch
+from streams.rules.price_book import Pricing
 from streams.rules.settle import (
     Coordinates,
     PendingCharge,
@@ -42,6 +43,7 @@ from streams.rules.settle import (
 )
 from streams.sink import pg, sql
 from streams.sink.pg import RECORD_ERRORS, TRANSIENT
+from streams.sink.prices import PriceCache
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,6 +65,9 @@ class FlushResult:
     rows_written: int
     seconds: float
     late: int = 0  # charges added to an already-final day (counted for metrics only)
+    unpriced: tuple[tuple[str, str, int], ...] = ()  # (provider, model, charges) without a price
+    cost_nanos: int = 0  # what the committed charges cost, in nano-units of `currency`
+    currency: str | None = None
 
     @classmethod
     def total(cls, results: list[FlushResult]) -> FlushResult:
@@ -73,12 +78,28 @@ class FlushResult:
             sum(r.rows_written for r in results),
             max(r.seconds for r in results),
             sum(r.late for r in results),
+            tuple(u for r in results for u in r.unpriced),
+            sum(r.cost_nanos for r in results),
+            next((r.currency for r in results if r.currency), None),
         )
 
 
 def _delta_row(d: RowDelta) -> tuple[object, ...]:
-    """A delta in the column order of `sql.DELTA_COLUMNS`."""
-    return (*d.key, *d.sums, d.charge_count, d.late_charge_count)
+    """A delta in the column order of the upserts (`sql.UPSERT`, `sql.UPSERT_MODELS`)."""
+    return (
+        *d.key,
+        *d.sums,
+        d.charge_count,
+        d.late_charge_count,
+        d.cost_nanos,
+        d.unpriced_charge_count,
+        d.currency,
+    )
+
+
+def _columns(deltas: list[RowDelta]) -> list[list[object]]:
+    """Deltas column by column, rows in key order (the index's: B-trees take it faster)."""
+    return list(map(list, zip(*sorted(map(_delta_row, deltas)), strict=True)))
 
 
 def _days_by_partition(batch: Batch) -> dict[int, tuple[date, date]]:
@@ -114,6 +135,7 @@ class PostgresSink:
         self._legacy_ledger = True  # until a connection finds the pre-upgrade ledger empty
         self.failing_since: float | None = None  # monotonic time of the first failure in a row
         self._busy_since: float | None = None  # monotonic start of the operation under way
+        self._prices = PriceCache()  # shared with the lanes
 
     @property
     def connected(self) -> bool:
@@ -144,6 +166,7 @@ class PostgresSink:
             PostgresSink(self.settings, self._on_retry) for _ in range(self.settings.sink_connections - 1)
         ]
         for lane in lanes:
+            lane._prices = self._prices
             await lane._run(noop)
         self._lanes = lanes
 
@@ -210,6 +233,8 @@ class PostgresSink:
             closed = await conn.fetchval(sql.READ_CLOSED)
             written = late = duplicates = 0
             charges = 0
+            pricing: Pricing | None = None
+            cost, currency = 0, None
             if batch.rows:
                 closure_rows = await conn.fetch(sql.CLOSURES, sorted(set(sources.values())))
                 marks_by_source = closure_marks(closure_rows)
@@ -219,13 +244,15 @@ class PostgresSink:
                 if admission.admitted:
                     await conn.execute(sql.PLAN_FOR_BATCH)
                     winners = await self._winners(conn, admission.admitted, sources)
-                    settled = settle(admission.admitted, sources, winners, marks_by_source)
+                    pricing = Pricing(await self._prices.current(conn))
+                    settled = settle(admission.admitted, sources, winners, marks_by_source, pricing)
                     written, late, duplicates = len(settled.deltas), settled.late, settled.duplicates
                     charges = len(admission.admitted)
+                    cost = sum(d.cost_nanos for d in settled.deltas)
+                    currency = next((d.currency for d in settled.deltas if d.currency), None)
                     if settled.deltas:
-                        deltas = sorted(map(_delta_row, settled.deltas))  # index order
-                        columns = zip(*deltas, strict=True)
-                        await conn.execute(sql.UPSERT, *map(list, columns), closed)
+                        await conn.execute(sql.UPSERT, *_columns(settled.deltas), closed)
+                        await conn.execute(sql.UPSERT_MODELS, *_columns(settled.model_deltas), closed)
             crashpoints.reached("inside_flush_transaction")
             days = _days_by_partition(batch)
             await conn.execute(
@@ -239,7 +266,10 @@ class PostgresSink:
                 [days.get(p, (None, None))[1] for p in partitions],
             )
         elapsed = asyncio.get_running_loop().time() - started
-        return FlushResult(charges, int(duplicates), int(written), elapsed, int(late))
+        unpriced = tuple((*k, n) for k, n in pricing.unpriced.items()) if pricing else ()
+        return FlushResult(
+            charges, int(duplicates), int(written), elapsed, int(late), unpriced, cost, currency
+        )
 
     async def _winners(
         self, conn: asyncpg.Connection, admitted: list[PendingCharge], sources: dict[int, int]

@@ -12,11 +12,14 @@ the reads and the write (`streams.rules.settle`):
   2. CLOSURES          — the closure marks of those sources (too late? late?);
   3. RECORD_SEEN       — the winner of each new idempotency key, with its coordinates; the keys
                          the ledger knew already come back from SEEN_ELSEWHERE;
-  4. UPSERT            — one delta per daily row, added to it (inserted when new);
+  4. UPSERT            — one delta per daily row, added to it (inserted when new), with its
+                         cost; UPSERT_MODELS the same by model;
   5. ADVANCE           — the sources' fences and progress, and the days they fed.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 SUMMED = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
 KEY = ("account_id", "user_id", "provider", "date", "charge_type")
@@ -106,27 +109,39 @@ WHERE (s.source_id, s."offset", s.position) <> (b.source_id, b."offset", b.posit
 LEGACY_PRESENT = "SELECT EXISTS (SELECT 1 FROM billing_seen_events)"
 LEGACY_SEEN = "SELECT event_id FROM billing_seen_events WHERE event_id = ANY($1::text[])"
 
-DELTA_COLUMNS = (*KEY, *SUMMED, "charge_count", "late_charge_count")
-_delta_types = ("text", "text", "text", "date", "text", *["bigint"] * 7)
-_unnest_delta = ", ".join(f"${i}::{t}[]" for i, t in enumerate(_delta_types, 1))
-_added = (*SUMMED, "charge_count", "late_charge_count")
-_excluded = ",\n    ".join(f"{c} = d.{c} + EXCLUDED.{c}" for c in _added)
+PRICED = ("cost_nanos", "unpriced_charge_count")
+MODEL_KEY = ("account_id", "user_id", "provider", "model", "date", "charge_type")
 
-# $1..$12 the deltas column by column (DELTA_COLUMNS), $13 closed_through (may be NULL). A row
-# born after its day closed is final at once and is no revision; a final row that gains charges
-# is revised (revision + 1, updated_at moves) so invoice exports pick it up.
-UPSERT = f"""
-INSERT INTO daily_billing_records AS d
-    ({", ".join(KEY + SUMMED)}, charge_count, late_charge_count, revision, finalized_at)
-SELECT {", ".join(f"u.{c}" for c in KEY + SUMMED)}, u.charge_count, u.late_charge_count, 0,
-       CASE WHEN u.date <= $13::date THEN now() END
-FROM unnest({_unnest_delta}) AS u({", ".join(DELTA_COLUMNS)})
-ON CONFLICT ON CONSTRAINT daily_billing_records_key DO UPDATE SET
-    {_excluded},
+
+def _upsert(table: str, key: tuple[str, ...]) -> str:
+    """Add deltas to their rows (inserted when new): the counts, the cost and its currency.
+
+    Parameters: the deltas column by column (key, SUMMED, charge_count, late_charge_count,
+    cost_nanos, unpriced_charge_count, currency), then closed_through (may be NULL). A row born
+    after its day closed is final at once and is no revision; a final row that gains charges is
+    revised (revision + 1, updated_at moves) so invoice exports pick it up.
+    """
+    columns = (*key, *SUMMED, "charge_count", "late_charge_count", *PRICED, "currency")
+    types = [("date" if c == "date" else "text") for c in key] + ["bigint"] * 9 + ["text"]
+    arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, 1))
+    summed = (*SUMMED, "charge_count", "late_charge_count", *PRICED)
+    added = ",\n    ".join(f"{c} = d.{c} + EXCLUDED.{c}" for c in summed)
+    closed = f"${len(types) + 1}::date"
+    return f"""
+INSERT INTO {table} AS d ({", ".join(columns)}, revision, finalized_at)
+SELECT {", ".join(f"u.{c}" for c in columns)}, 0, CASE WHEN u.date <= {closed} THEN now() END
+FROM unnest({arrays}) AS u({", ".join(columns)})
+ON CONFLICT ON CONSTRAINT {table}_key DO UPDATE SET
+    {added},
+    currency = coalesce(EXCLUDED.currency, d.currency),
     revision = d.revision + CASE WHEN d.finalized_at IS NOT NULL THEN 1 ELSE 0 END,
     finalized_at = coalesce(d.finalized_at, EXCLUDED.finalized_at),
     updated_at = now()
 """  # noqa: S608
+
+
+UPSERT = _upsert("daily_billing_records", KEY)
+UPSERT_MODELS = _upsert("daily_model_records", MODEL_KEY)
 
 # $1 topic, $2 partitions, $3 max offsets, $4 max event times, $5 had charges, $6 first days,
 # $7 last days (NULL where the partition brought no charge).
@@ -160,6 +175,10 @@ ON CONFLICT DO NOTHING
 SET_CLOSED = "UPDATE billing_calendar SET closed_through = $1, updated_at = now()"
 
 FINALIZE = """
+WITH by_model AS (
+    UPDATE daily_model_records SET finalized_at = now(), updated_at = now()
+    WHERE date <= $1 AND finalized_at IS NULL
+)
 UPDATE daily_billing_records SET finalized_at = now(), updated_at = now()
 WHERE date <= $1 AND finalized_at IS NULL
 """
@@ -188,12 +207,6 @@ SELECT count(date) FROM open_days
 
 # --- billing rebuild: recompute a range of days and replace their rows ---------------------
 
-REBUILD_OLD_ROWS = """
-SELECT id, account_id, user_id, provider, date, charge_type, prompt_tokens, completion_tokens,
-       total_tokens, cached_tokens, reasoning_tokens, charge_count, late_charge_count, revision,
-       finalized_at
-FROM daily_billing_records WHERE date BETWEEN $1 AND $2 ORDER BY id FOR UPDATE
-"""
 # Sources whose records this topic cannot give back, that fed a day of the range.
 REBUILD_UNREADABLE = """
 SELECT id, topic, partition, incarnation, last_offset, min_day, max_day FROM billing_sources
@@ -204,25 +217,62 @@ REBUILD_SOURCE_FIRST_RECORDS = "SELECT id, first_record FROM billing_sources WHE
 REBUILD_WINNERS = """
 SELECT key, source_id, "offset", position FROM billing_dedup WHERE key = ANY($1::bytea[])
 """
-REBUILD_DELETE = "DELETE FROM daily_billing_records WHERE id = ANY($1::bigint[])"
-# $1 ids, $2..$8 the counts (COUNTS order), $9 revision, $10 final
-REBUILD_UPDATE = """
-UPDATE daily_billing_records d SET
-    prompt_tokens = u.pt, completion_tokens = u.ct, total_tokens = u.tt, cached_tokens = u.cat,
-    reasoning_tokens = u.rt, charge_count = u.cc, late_charge_count = u.lc, revision = u.rev,
+REBUILD_COST_BY_ACCOUNT = """
+SELECT account_id, sum(cost_nanos)::bigint FROM daily_billing_records WHERE date BETWEEN $1 AND $2
+GROUP BY account_id
+"""
+
+REBUILD_COUNTED = (*SUMMED, "charge_count", "late_charge_count", "cost_nanos", "unpriced_charge_count")
+
+
+@dataclass(frozen=True, slots=True)
+class RowTable:
+    """One daily table: its name and the columns that make a row's key (fixed identifiers)."""
+
+    name: str
+    key: tuple[str, ...]
+
+    @property
+    def old_rows(self) -> str:
+        columns = ", ".join((*self.key, *REBUILD_COUNTED))
+        return (
+            f"SELECT id, {columns}, currency, revision, finalized_at FROM {self.name} "  # noqa: S608
+            "WHERE date BETWEEN $1 AND $2 ORDER BY id FOR UPDATE"
+        )
+
+    @property
+    def delete(self) -> str:
+        return f"DELETE FROM {self.name} WHERE id = ANY($1::bigint[])"  # noqa: S608
+
+    @property
+    def update(self) -> str:
+        n = len(REBUILD_COUNTED)
+        arrays = ", ".join(["$1::bigint[]", *(f"${i}::bigint[]" for i in range(2, n + 2))])
+        tail = f"${n + 2}::text[], ${n + 3}::integer[], ${n + 4}::boolean[]"
+        sets = ", ".join(f"{c} = u.{c}" for c in REBUILD_COUNTED)
+        return f"""
+UPDATE {self.name} d SET {sets}, currency = u.currency, revision = u.revision,
     finalized_at = coalesce(d.finalized_at, CASE WHEN u.final THEN now() END), updated_at = now()
-FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
-            $7::bigint[], $8::bigint[], $9::integer[], $10::boolean[])
-     AS u(id, pt, ct, tt, cat, rt, cc, lc, rev, final)
+FROM unnest({arrays}, {tail}) AS u(id, {", ".join(REBUILD_COUNTED)}, currency, revision, final)
 WHERE d.id = u.id
-"""
-REBUILD_INSERT = """
-INSERT INTO daily_billing_records
-    (account_id, user_id, provider, date, charge_type, prompt_tokens, completion_tokens,
-     total_tokens, cached_tokens, reasoning_tokens, charge_count, late_charge_count, revision,
-     finalized_at)
-SELECT a, u, p, d, t, pt, ct, tt, cat, rt, cc, lc, 0, CASE WHEN final THEN now() END
-FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::text[], $6::bigint[], $7::bigint[],
-            $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::boolean[])
-     AS x(a, u, p, d, t, pt, ct, tt, cat, rt, cc, lc, final)
-"""
+"""  # noqa: S608
+
+    @property
+    def insert(self) -> str:
+        types = [("date" if c == "date" else "text") for c in self.key] + ["bigint"] * len(REBUILD_COUNTED)
+        types += ["text", "boolean"]
+        arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, 1))
+        columns = ", ".join((*self.key, *REBUILD_COUNTED))
+        return f"""
+INSERT INTO {self.name} ({columns}, currency, revision, finalized_at)
+SELECT {columns}, currency, 0, CASE WHEN final THEN now() END
+FROM unnest({arrays}) AS x({columns}, currency, final)
+"""  # noqa: S608
+
+
+REBUILD_DAILY = RowTable(
+    "daily_billing_records", ("account_id", "user_id", "provider", "date", "charge_type")
+)
+REBUILD_BY_MODEL = RowTable(
+    "daily_model_records", ("account_id", "user_id", "provider", "model", "date", "charge_type")
+)

@@ -26,6 +26,9 @@ from streams.sink.postgres import FlushResult
 # Flush latency spans a fast COPY (milliseconds) and a Postgres outage (minutes of retries).
 FLUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, math.inf)
 FAUST_PREFIX = "billing_faust"  # fixed, so dashboards do not depend on BILLING_APP_ID
+# Model names come from producers: past this many distinct ones, unpriced models share "other",
+# so a flood of made-up names cannot grow the metrics without bound.
+MAX_UNPRICED_MODELS = 100
 
 
 def process_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
@@ -103,6 +106,19 @@ class Metrics:
             "billing_unread_before_close",
             "records of the partition still to apply before the next due day can close",
         )
+        self.unpriced = Counter(
+            "billing_charges_unpriced",
+            "charges counted without a cost: no price for their model (add one with billing prices set)",
+            ["provider", "model"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "billing_cost_nanos",
+            "what the charges this worker committed cost, in nano-units (10^-9) of the currency",
+            ["currency"],
+            registry=r,
+        )
+        self._unpriced_names: set[tuple[str, str]] = set()
         self._applied: dict[int, int] = {}
         self._event_time: dict[int, float] = {}
 
@@ -114,6 +130,15 @@ class Metrics:
         self.late.inc(result.late)
         self.rows.inc(result.rows_written)
         self.flush_seconds.observe(seconds)
+        if result.cost_nanos:
+            self.cost.labels(result.currency or "").inc(result.cost_nanos)
+        for provider, model, charges in result.unpriced:
+            name = (provider, model or "(none)")
+            if name not in self._unpriced_names:
+                if len(self._unpriced_names) >= MAX_UNPRICED_MODELS:
+                    name = (provider, "other")
+                self._unpriced_names.add(name)
+            self.unpriced.labels(*name).inc(charges)
         for partition, mark in batch.marks.items():
             if mark.max_offset > self._applied.get(partition, -1):
                 self._applied[partition] = mark.max_offset

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from streams.cli.prices import prices
 from tests.api_support import bearer, billing_cli, create_key, good_charges, pipeline
 from tests.support import wait_until
 
@@ -23,7 +24,10 @@ async def test_portal_token_never_sees_another_account(broker, database, tmp_pat
         portal = await create_key(p.env, f"read:account={mine}")
         admin = await create_key(p.env, "read:all")
         now = datetime.now(UTC)
-        charges = good_charges([mine, theirs], 4, now)
+        charges = [c | {"model": "gpt-4o"} for c in good_charges([mine, theirs], 4, now)]
+        # $1 per million input tokens, $2 per million output: the usage carries the exact cost.
+        price = ("--provider", "openai", "--model", "gpt-4o", "--input", "1", "--output", "2")
+        assert (await billing_cli(p.env, prices, "set", *price, "--valid-from", "2026-01-01")).exit_code == 0
         async with httpx.AsyncClient(base_url=p.api.url, timeout=60) as client:
             sent = await client.post("/v1/charges", json=charges, headers=bearer(ingest))
             assert sent.status_code == 202, sent.text
@@ -51,6 +55,11 @@ async def test_portal_token_never_sees_another_account(broker, database, tmp_pat
                 assert refused.json()["error"] == "forbidden_account"
             own = await get(f"/v1/accounts/{mine}/usage", portal, window="month")
             assert own.status_code == 200 and own.json()["data"][0]["usage"]["charge_count"] == 4
+            # prompt 10..13, completion 5..8: 46 x 1 + 26 x 2 = 98 per million, as decimal text
+            cost = {
+                k: own.json()["data"][0]["usage"][k] for k in ("cost", "currency", "unpriced_charge_count")
+            }
+            assert cost == {"cost": "0.000098000", "currency": "USD", "unpriced_charge_count": 0}
             changes = await client.get("/v1/usage/changes", headers=bearer(portal))
             assert {r["group"]["account"] for r in changes.json()["data"]} == {mine}
 

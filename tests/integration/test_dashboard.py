@@ -25,6 +25,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from streams.charge.dead_letter import encode, make_dead_letter
 from streams.config.settings import Settings
 from streams.dashboard.server import create_app
 from streams.kafka.topics import ensure_topics
+from streams.ops.totals import MONEY
 from tests.support import ROOT, free_port, produce_raw, unique
 
 pytestmark = pytest.mark.integration
@@ -69,6 +71,9 @@ def known_rows() -> list[dict[str, Any]]:
             | {"cached_tokens": rng.randrange(0, prompt // 2), "charge_count": rng.randrange(1, 300)}
             | {"reasoning_tokens": 0 if provider == "anthropic" else rng.randrange(0, completion + 1)}
             | {"late_charge_count": late, "revision": late}
+            # an odd number of nano-units: a cost shown through a float would lose the last digit
+            | {"cost_nanos": prompt * 2_500 + completion * 10_000 + 1, "currency": "USD"}
+            | {"unpriced_charge_count": rng.randrange(0, 3)}
             | {"finalized_at": None if day in OPEN else datetime(2026, 11, 24, tzinfo=UTC)}
         )
     return rows
@@ -178,12 +183,20 @@ def _check_page(driver: Any, rows: list[dict[str, Any]], by: str = "provider") -
     """Cards, table and chart show exactly the sums of `rows`."""
     total = sum(r["total_tokens"] for r in rows)
     assert shown(driver.find_element("css selector", "#card-total .value").text) == total
+    cost = driver.find_element("css selector", "#card-cost .value")
+    assert Decimal(cost.get_attribute("data-value")) == Decimal(sum(r["cost_nanos"] for r in rows)).scaleb(-9)
+    assert Decimal(cost.text.removeprefix("USD ").replace(",", "")) == Decimal(
+        cost.get_attribute("data-value")
+    )
+    unpriced = driver.find_element("css selector", "#card-cost .detail").get_attribute("data-unpriced")
+    assert int(unpriced) == sum(r["unpriced_charge_count"] for r in rows)
     table = driver.execute_script(TABLE_JS)
     got = {}
     for line in table:
         c = line["cells"]
         key = (date.fromisoformat(c["date"]), c["account_id"], c["user_id"], c["provider"], c["charge_type"])
         got[key] = {n: shown(c[n]) for n in NUMBERS} | {"status": c["status"], "cls": line["cls"]}
+        got[key]["cost"] = Decimal(c["cost"].replace(",", ""))
     want = {}
     for r in rows:
         day, revised = (
@@ -191,9 +204,9 @@ def _check_page(driver: Any, rows: list[dict[str, Any]], by: str = "provider") -
             " revised" * bool(r["late_charge_count"]),
         )
         status = {"status": day + revised.strip(), "cls": day + revised}  # badge texts, row classes
-        want[tuple(r[k] for k in ("date", "account_id", "user_id", "provider", "charge_type"))] = {
-            n: r[n] for n in NUMBERS
-        } | status
+        want[tuple(r[k] for k in ("date", "account_id", "user_id", "provider", "charge_type"))] = (
+            {n: r[n] for n in NUMBERS} | status | {"cost": Decimal(r["cost_nanos"]).scaleb(-9)}
+        )
     assert got == want
     bars = {d["date"]: d for d in driver.execute_script(CHART_JS)}
     for (day, series), s in sums(rows, "date", by).items():
@@ -281,7 +294,7 @@ async def test_dashboard_in_chromium(loaded: str, broker: str, tmp_path: Path) -
             assert downloaded == await response.text()  # the file is what the link serves
     assert "provider=anthropic" in href
     lines = list(csv.DictReader(io.StringIO(downloaded)))
-    header = ["date", "account_id", "user_id", "provider", "charge_type", *NUMBERS, "rows", "final"]
+    header = ["date", "account_id", "user_id", "provider", "charge_type", *NUMBERS, *MONEY, "rows", "final"]
     assert list(lines[0]) == header  # the columns of `billing totals --format csv`
     assert {line["rows"] for line in lines} == {"1"}  # one stored row per line
     got = sorted((*(line[k] for k in KEY), *(int(line[n]) for n in NUMBERS), line["final"]) for line in lines)
@@ -314,7 +327,7 @@ async def _get(http: aiohttp.ClientSession, url: str, **kw: Any) -> tuple[int, A
         ("from=2026-13-01", "from: '2026-13-01' is not a date"),
         ("from=2026-11-20&to=2026-11-01", "empty date range"),
         ("acount=acme", "unknown parameter 'acount'"),
-        ("by=model", "by: 'model' is not one of provider, charge_type"),
+        ("by=user", "by: 'user' is not one of provider, charge_type, model"),
         ("metric=cost", "metric: 'cost' is not one of"),
         ("from=2026-11-01&from=2026-11-02", "from may be given once"),
         ("account=acme%00", "holds a NUL byte"),
@@ -331,6 +344,26 @@ async def test_bad_parameters_get_a_clear_400(loaded: str, query: str, message: 
         odd = {"account": "globex", "user": ODD_USER, "from": "2026-11-10"}
         status, body = await _get(http, f"{base}/api/rows", params=odd)
         assert status == 200 and body["rows"], body  # the table survived, odd text is a value
+
+
+async def test_chart_by_model_reads_the_rows_by_model(loaded: str) -> None:
+    # The rows of one day split over two models, as the sink writes them beside the daily rows.
+    day = [r for r in ROWS if r["date"] == DAYS[0]]
+    split = [r | {"model": "gpt-4o" if i % 3 else "o3-mini"} for i, r in enumerate(day)]
+    conn = await asyncpg.connect(loaded)
+    try:
+        columns = list(split[0])
+        records = [tuple(r[c] for c in columns) for r in split]
+        await conn.copy_records_to_table("daily_model_records", records=records, columns=columns)
+    finally:
+        await conn.close()
+    async with serving(settings_for(loaded)) as base, aiohttp.ClientSession() as http:
+        status, body = await _get(http, f"{base}/api/daily", params={"by": "model", "from": str(DAYS[0])})
+    assert status == 200, body
+    assert body["series"] == ["gpt-4o", "o3-mini"]
+    [chart_day] = body["days"]
+    for model in body["series"]:
+        assert chart_day["stacks"][model] == sum(r["total_tokens"] for r in split if r["model"] == model)
 
 
 async def test_token_is_required_when_set(loaded: str) -> None:

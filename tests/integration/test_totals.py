@@ -14,6 +14,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from datetime import date
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -44,6 +45,14 @@ DATA: list[tuple[Any, ...]] = [
     ("globex", "alice", "googleai", D3, "completion", 1, 1, 2, 0, 0, 1, 0, False),
 ]
 ROWS = [dict(zip((*KEY, *METRICS, "final"), r, strict=True)) for r in DATA]
+# Money per row, derived from its counts so that the reference can sum it too: an odd number of
+# nano-units per row, so a lost sub-cent digit would show.
+COST_SQL = """UPDATE daily_billing_records SET cost_nanos = total_tokens * 1234 + 1, currency = 'USD',
+                  unpriced_charge_count = late_charge_count"""
+
+
+def cost_nanos(row: dict[str, Any]) -> int:
+    return int(row["total_tokens"]) * 1234 + 1
 
 
 def admin_dsn() -> str:
@@ -75,6 +84,7 @@ async def _create(name: str, migrate: bool) -> None:
                        CASE WHEN $13::bool THEN now() END)""",
             DATA,
         )
+        await conn.execute(COST_SQL)
     finally:
         await conn.close()
 
@@ -126,10 +136,14 @@ def reference(q: TotalsQuery) -> list[dict[str, Any]]:
             continue
         key = tuple(row[c] for c in cols)
         acc = groups.setdefault(
-            key, {**dict(zip(cols, key, strict=True)), **dict.fromkeys(METRICS, 0), "rows": 0, "final": True}
+            key,
+            {**dict(zip(cols, key, strict=True)), **dict.fromkeys(METRICS, 0), "unpriced_charge_count": 0}
+            | {"cost": Decimal(0), "currency": "USD", "rows": 0, "final": True},
         )
         for m in METRICS:
             acc[m] += row[m]
+        acc["unpriced_charge_count"] += row["late_charge_count"]
+        acc["cost"] += Decimal(cost_nanos(row)).scaleb(-9)
         acc["rows"] += 1
         acc["final"] = acc["final"] and row["final"]
     return [groups[k] for k in sorted(groups)]
@@ -216,12 +230,14 @@ async def test_connection_and_dsn_give_the_same_rows_and_values_stay_data(dsn: s
 async def test_json_and_csv_parse_back_to_the_same_numbers(dsn: str) -> None:
     rows = await fetch_totals(dsn, TotalsQuery())
     as_json = json.loads(to_json(rows))
-    assert as_json == [{**r, "date": r["date"].isoformat()} for r in rows]
+    assert as_json == [{**r, "date": r["date"].isoformat(), "cost": f"{r['cost']:f}"} for r in rows]
+    assert all(Decimal(j["cost"]) == r["cost"] for j, r in zip(as_json, rows, strict=True))
     as_csv = list(csv.DictReader(io.StringIO(to_csv(rows))))
     assert len(as_csv) == len(rows)
     for parsed, row in zip(as_csv, rows, strict=True):
         assert {m: int(parsed[m]) for m in (*METRICS, "rows")} == {m: row[m] for m in (*METRICS, "rows")}
         assert date.fromisoformat(parsed["date"]) == row["date"]
+        assert Decimal(parsed["cost"]) == row["cost"] and parsed["currency"] == "USD"
         assert parsed["final"] == str(row["final"]).lower()
 
 
@@ -271,7 +287,9 @@ def test_cli_final_only_and_empty_result(dsn: str, run_cli: Any) -> None:
     result = run_cli(dsn, "--final-only", "--from", "2026-11-21", "--format", "csv")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
-        "date,account_id,provider,charge_type," + ",".join(METRICS) + ",rows,final"
+        "date,account_id,provider,charge_type,"
+        + ",".join(METRICS)
+        + ",unpriced_charge_count,cost,currency,rows,final"
     ]
 
 

@@ -109,6 +109,16 @@ async def test_a_populated_schema_3_database_upgrades_and_keeps_every_row(pg_ser
         assert set(after) == set(before)
         for key, row in after.items():
             assert {c: row[c] for c in VALUES} == {c: before[key][c] for c in VALUES}, key
+            # Counted before there were prices: no cost, every charge unpriced until a rebuild.
+            assert (row["cost_nanos"], row["unpriced_charge_count"]) == (0, row["charge_count"]), key
+        # The rows by model hold the same sums (model '': it was not kept before).
+        by_model = {
+            (r["account_id"], r["user_id"], r["provider"], r["date"], r["charge_type"]): dict(r)
+            for r in await conn.fetch("SELECT * FROM daily_model_records WHERE model = ''")
+        }
+        assert set(by_model) == set(after)
+        for key, row in by_model.items():
+            assert {c: row[c] for c in VALUES} == {c: after[key][c] for c in VALUES}, key
         assert await conn.fetchval("SELECT closed_through FROM billing_calendar") == date(2026, 11, 21)
         sources = await conn.fetch(
             "SELECT partition, incarnation, first_record, min_day, max_day FROM billing_sources"

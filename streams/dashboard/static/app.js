@@ -83,16 +83,34 @@ function card(label, value, detail) {
   return node;
 }
 
+// Money arrives as exact decimal text ("1234.500000001") and is shown without ever becoming a
+// float: thousands separated, cents always, sub-cent digits only when there are any.
+function money(text) {
+  const [whole, fraction = ""] = String(text || "0").split(".");
+  const digits = fraction.replace(/0+$/, "").padEnd(2, "0");
+  return `${whole.replace(/\B(?=(\d{3})+(?!\d))/g, ",")}.${digits}`;
+}
+
+function costCard(t) {
+  const node = el("div", { class: "card", id: "card-cost" });
+  const value = `${t.currency ? t.currency + " " : ""}${money(t.cost)}`;
+  node.append(el("div", { class: "label" }, "Cost"), el("div", { class: "value", "data-value": String(t.cost || "0") }, value));
+  const unpriced = t.unpriced_charge_count || 0;
+  node.append(el("div", { class: "detail", "data-unpriced": String(unpriced) }, unpriced ? `${fmt.format(unpriced)} charges without a price` : "every charge priced"));
+  return node;
+}
+
 function renderCards(total) {
-  const t = total || { total_tokens: 0, prompt_tokens: 0, completion_tokens: 0, cached_tokens: 0, reasoning_tokens: 0, charge_count: 0, late_charge_count: 0, rows: 0 };
+  const t = total || { total_tokens: 0, prompt_tokens: 0, completion_tokens: 0, cached_tokens: 0, reasoning_tokens: 0, charge_count: 0, late_charge_count: 0, rows: 0, cost: "0", unpriced_charge_count: 0 };
   const cards = [
+    costCard(t),
     card("Total tokens", t.total_tokens),
     card("Prompt tokens", t.prompt_tokens, `${fmt.format(t.cached_tokens)} cached`),
     card("Completion tokens", t.completion_tokens, `${fmt.format(t.reasoning_tokens)} reasoning`),
     card("Charges", t.charge_count, `${fmt.format(t.late_charge_count)} late`),
     card("Records", t.rows, total && total.final ? "all final" : "includes provisional days"),
   ];
-  cards[0].id = "card-total";
+  cards[1].id = "card-total";
   $("#cards").replaceChildren(...cards);
 }
 
@@ -163,6 +181,7 @@ function renderTable(data) {
     const tr = el("tr", { class: [r.final ? "final" : "provisional", r.revised ? "revised" : ""].join(" ").trim() });
     for (const c of COLUMNS) tr.append(el("td", { "data-col": c }, r[c]));
     for (const c of NUMBERS) tr.append(el("td", { class: "num", "data-col": c, "data-value": String(r[c]) }, fmt.format(r[c])));
+    tr.append(el("td", { class: "num", "data-col": "cost", "data-value": String(r.cost) }, money(r.cost)));
     const status = el("td", { "data-col": "status" });
     status.append(el("span", { class: `badge ${r.final ? "final" : "provisional"}` }, r.final ? "final" : "provisional"));
     if (r.revised) status.append(el("span", { class: "badge revised" }, "revised"));
@@ -173,6 +192,7 @@ function renderTable(data) {
   const foot = el("tr");
   foot.append(el("td", { colspan: COLUMNS.length }, "Total"));
   for (const c of NUMBERS) foot.append(el("td", { class: "num", "data-col": c, "data-value": String(data.total ? data.total[c] : 0) }, fmt.format(data.total ? data.total[c] : 0)));
+  foot.append(el("td", { class: "num", "data-col": "cost" }, money(data.total ? data.total.cost : "0")));
   foot.append(el("td"));
   $("#records tfoot").replaceChildren(foot);
   $("#truncated").hidden = !data.truncated;

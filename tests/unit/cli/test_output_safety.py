@@ -7,6 +7,7 @@ import csv
 import io
 import re
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,9 @@ def row(account: str, **counts: int) -> dict[str, object]:
     numbers = dict.fromkeys(
         ["prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens"], 1
     )
-    numbers |= {"charge_count": 1, "late_charge_count": 0, "rows": 1}
-    return base | numbers | counts | {"final": True}
+    numbers |= {"charge_count": 1, "late_charge_count": 0, "rows": 1, "unpriced_charge_count": 0}
+    money = {"cost": Decimal("0.25"), "currency": "USD"}
+    return base | numbers | money | counts | {"final": True}
 
 
 def test_csv_formula_cells_are_neutralised_as_the_csv_module_reads_them() -> None:

@@ -12,6 +12,7 @@ import io
 import json
 import re
 from datetime import date
+from decimal import Decimal
 
 import pytest
 from rich.console import Console
@@ -136,7 +137,23 @@ def test_group_by_order_is_kept_and_names_map_to_columns() -> None:
     assert clause(sql, "GROUP BY") == '"user_id", "charge_type", "date"'
     assert clause(sql, "ORDER BY") == '"user_id", "charge_type", "date"'
     assert sql.startswith('SELECT "user_id",\n       "charge_type",\n       "date",')
-    assert set(GROUP_COLUMNS.values()) == {"date", "account_id", "user_id", "provider", "charge_type"}
+    assert set(GROUP_COLUMNS.values()) == {
+        "date",
+        "account_id",
+        "user_id",
+        "provider",
+        "charge_type",
+        "model",
+    }
+    assert "FROM daily_billing_records" in sql  # the daily rows, unless the model is asked for
+
+
+def test_the_model_is_read_from_the_rows_by_model() -> None:
+    sql, params = build_totals_sql(TotalsQuery(group_by=("account", "model")))
+    assert "FROM daily_model_records" in sql and clause(sql, "GROUP BY") == '"account_id", "model"'
+    sql, params = build_totals_sql(TotalsQuery(group_by=("account",), model=("gpt-4o",)))
+    assert "FROM daily_model_records" in sql and params == [["gpt-4o"]]
+    assert 'round(COALESCE(sum("cost_nanos"), 0)::numeric / 1000000000, 9) AS "cost"' in sql
 
 
 def test_empty_group_by_is_one_grand_total_and_never_a_row_of_zeros() -> None:
@@ -163,14 +180,25 @@ def test_parse_group_by_and_output_columns() -> None:
     assert parse_group_by(" date, Provider,charge-type ,") == ("date", "provider", "charge_type")
     assert check_group_by(("user",)) == ("user",)
     cols = output_columns(TotalsQuery(group_by=("account", "date")))
-    assert cols == ["account_id", "date", *METRICS, "rows", "final"]
+    assert cols == [
+        "account_id",
+        "date",
+        *METRICS,
+        "unpriced_charge_count",
+        "cost",
+        "currency",
+        "rows",
+        "final",
+    ]
 
 
+MONEY_1 = {"unpriced_charge_count": 1, "cost": Decimal("1234.500000001"), "currency": "USD"}
+MONEY_2 = {"unpriced_charge_count": 0, "cost": Decimal("0.000000002"), "currency": "USD"}
 ROWS = [
     {"date": date(2026, 11, 20), "provider": "openai", **dict.fromkeys(METRICS, 1_234_567),
-     "rows": 2, "final": True},
+     **MONEY_1, "rows": 2, "final": True},
     {"date": date(2026, 11, 21), "provider": "openai", **dict.fromkeys(METRICS, 3),
-     "rows": 1, "final": False},
+     **MONEY_2, "rows": 1, "final": False},
 ]  # fmt: skip
 
 
@@ -178,15 +206,18 @@ def test_json_keeps_ints_and_iso_dates() -> None:
     data = json.loads(to_json(ROWS))
     assert data[0]["date"] == "2026-11-20" and data[0]["total_tokens"] == 1_234_567
     assert isinstance(data[0]["total_tokens"], int) and data[1]["final"] is False
+    assert data[0]["cost"] == "1234.500000001"  # a decimal string: exact, never a float
     assert json.loads(to_json([])) == []
 
 
 def test_csv_has_a_header_even_when_empty() -> None:
     parsed = list(csv.DictReader(io.StringIO(to_csv(ROWS))))
     assert parsed[1] == {"date": "2026-11-21", "provider": "openai", **dict.fromkeys(METRICS, "3"),
+                         "unpriced_charge_count": "0", "cost": "0.000000002", "currency": "USD",
                          "rows": "1", "final": "false"}  # fmt: skip
     header = to_csv([], output_columns(TotalsQuery(group_by=("provider",))))
-    assert header.splitlines() == [",".join(["provider", *METRICS, "rows", "final"])]
+    money = ["unpriced_charge_count", "cost", "currency"]
+    assert header.splitlines() == [",".join(["provider", *METRICS, *money, "rows", "final"])]
 
 
 def test_table_has_separators_a_totals_footer_and_marks_provisional() -> None:
@@ -196,6 +227,8 @@ def test_table_has_separators_a_totals_footer_and_marks_provisional() -> None:
     assert "1,234,567" in text
     footer = next(line for line in text.splitlines() if "TOTAL" in line)
     assert footer.count("1,234,570") == len(METRICS) and "provisional" in footer
+    assert "1,234.500000003" in footer and "cost USD" in text  # exact, sub-cent digits kept
+    assert "0.000000002" in text
     assert sum("provisional" in line and "2026-11-21" in line for line in text.splitlines()) == 1
     console = Console(width=250, record=True, color_system=None)
     render_table([], console)

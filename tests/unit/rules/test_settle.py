@@ -248,3 +248,30 @@ def test_batches_replays_and_closures_count_each_key_once(
             truth[c.daily_key][1] += 1
         assert {k: v[:2] for k, v in sink.rows.items()} == dict(truth)
     assert sum(r[2] for r in sink.rows.values()) == sum(sink.truth_late.values())
+
+
+def test_cost_and_unpriced_charges_are_summed_per_row_and_per_model() -> None:
+    def priced(c: PendingCharge) -> tuple[int, str] | None:
+        return None if c.model == "unknown" else (c.prompt_tokens * 7, "USD")
+
+    rows = [
+        charge("e1", 0, 1)._replace(model="gpt-4o"),
+        charge("e2", 0, 2, prompt=20)._replace(model="gpt-4o"),
+        charge("e3", 0, 3, prompt=30)._replace(model="unknown"),
+        charge("e1", 1, 9)._replace(model="gpt-4o"),  # a re-send: no cost twice
+    ]
+    sources = {0: 100, 1: 101}
+    result = settle(rows, sources, first_sightings(rows, sources), {}, priced)
+    [daily] = result.deltas
+    assert (daily.cost_nanos, daily.unpriced_charge_count, daily.charge_count, daily.currency) == (
+        210,
+        1,
+        3,
+        "USD",
+    )
+    by_model = {d.key[3]: d for d in result.model_deltas}
+    assert (by_model["gpt-4o"].cost_nanos, by_model["gpt-4o"].unpriced_charge_count) == (210, 0)
+    assert (by_model["unknown"].cost_nanos, by_model["unknown"].unpriced_charge_count) == (0, 1)
+    assert [sum(d.sums[i] for d in result.model_deltas) for i in range(5)] == daily.sums
+    unpriced = settle(rows, sources, first_sightings(rows, sources), {})  # no book: nothing priced
+    assert (unpriced.deltas[0].cost_nanos, unpriced.deltas[0].unpriced_charge_count) == (0, 3)

@@ -1,0 +1,115 @@
+"""The price book: which price is in force for a charge, by account, provider, model and time.
+
+Prices are effective-dated: each has a `valid_from`, and the one in force at a charge's
+`occurred_at` is the latest that started at or before it. An account's own price (negotiated,
+or a correction) wins over the default for every account while it is in force; before the
+account's first own price the default applies. A model without any price in force is unpriced:
+its charges still count as tokens and are counted in `unpriced_charge_count`.
+
+Pure (the book is loaded from Postgres by `streams.sink.prices`) and cheap per charge: what is
+in force for one (account, provider, model) on one UTC day is worked out once and kept, so a
+charge costs a dictionary lookup and a bisection over that day's few price changes.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, time, timedelta
+
+from streams.rules.pricing import Counts, Price, cost_nanos, normalize_model
+from streams.rules.settle import PendingCharge
+
+Timeline = tuple[tuple[datetime, ...], tuple[Price, ...]]  # starts ascending, price from each start
+DayTimeline = tuple[tuple[datetime, ...], tuple[Price | None, ...]]  # None: unpriced from there
+_Key = tuple[str | None, str, str]  # account (None: every account), provider, model
+
+
+class PriceBook:
+    """Every price, indexed for lookups by account, provider, model and time."""
+
+    def __init__(self, prices: Iterable[Price] = (), day_cache_size: int = 100_000) -> None:
+        grouped: dict[_Key, list[Price]] = {}
+        for p in prices:
+            grouped.setdefault((p.account_id, p.provider, normalize_model(p.model)), []).append(p)
+        self._timelines: dict[_Key, Timeline] = {}
+        for key, found in grouped.items():
+            found.sort(key=lambda p: p.valid_from)
+            self._timelines[key] = (tuple(p.valid_from for p in found), tuple(found))
+        # A worker keeps one book for as long as no price changes: the per-day cache starts over
+        # when full, so it holds the days being counted, not every day since the book was loaded.
+        self._days: dict[tuple[str, str, str, date], DayTimeline] = {}
+        self._day_cache_size = day_cache_size
+        self.currencies = frozenset(p.currency for ps in grouped.values() for p in ps)
+
+    def __len__(self) -> int:
+        return sum(len(t[1]) for t in self._timelines.values())
+
+    def prices(self) -> list[Price]:
+        """Every price, by provider, model, account and start."""
+        out = [p for t in self._timelines.values() for p in t[1]]
+        out.sort(key=lambda p: (p.provider, normalize_model(p.model), p.account_id or "", p.valid_from))
+        return out
+
+    def _latest(self, key: _Key, at: datetime) -> Price | None:
+        timeline = self._timelines.get(key)
+        if timeline is None:
+            return None
+        i = bisect.bisect_right(timeline[0], at) - 1
+        return timeline[1][i] if i >= 0 else None
+
+    def price_at(self, account_id: str, provider: str, model: str | None, at: datetime) -> Price | None:
+        """The price in force at `at`: the account's own, else the default; None when unpriced."""
+        name = normalize_model(model)
+        own = self._latest((account_id, provider, name), at)
+        return own if own is not None else self._latest((None, provider, name), at)
+
+    def _day(self, account_id: str, provider: str, model: str, day: date) -> DayTimeline:
+        """What is in force over one UTC day, as the instants it changes and the prices from them."""
+        key = (account_id, provider, model, day)
+        found = self._days.get(key)
+        if found is None:
+            if len(self._days) >= self._day_cache_size:
+                self._days.clear()
+            start = datetime.combine(day, time(), UTC)
+            end = start + timedelta(days=1)
+            points = {start}
+            for owner in (account_id, None):
+                timeline = self._timelines.get((owner, provider, model))
+                if timeline is not None:
+                    points.update(t for t in timeline[0] if start < t < end)
+            starts = tuple(sorted(points))
+            in_force = tuple(self.price_at(account_id, provider, model, t) for t in starts)
+            found = self._days[key] = (starts, in_force)
+        return found
+
+    def lookup(self, account_id: str, provider: str, model: str | None, at: datetime) -> Price | None:
+        """`price_at`, through the per-day cache (what the sink calls once per charge)."""
+        moment = at.astimezone(UTC)
+        starts, in_force = self._day(account_id, provider, normalize_model(model), moment.date())
+        return in_force[bisect.bisect_right(starts, moment) - 1]
+
+    def cost(
+        self, account_id: str, provider: str, model: str | None, at: datetime, counts: Counts
+    ) -> tuple[int, str] | None:
+        """(cost in nano-units, currency) of a charge, or None when its model has no price."""
+        price = self.lookup(account_id, provider, model, at)
+        return None if price is None else (cost_nanos(counts, price), price.currency)
+
+
+class Pricing:
+    """Prices the charges of one flush with a book, and remembers which models had no price
+    (by provider and model, for the metrics that name them)."""
+
+    def __init__(self, book: PriceBook) -> None:
+        self.book = book
+        self.unpriced: dict[tuple[str, str], int] = {}
+
+    def __call__(self, c: PendingCharge) -> tuple[int, str] | None:
+        priced = None
+        if c.occurred_at is not None:
+            priced = self.book.cost(c.account_id, c.provider, c.model, c.occurred_at, c)
+        if priced is None:
+            key = (c.provider, c.model)
+            self.unpriced[key] = self.unpriced.get(key, 0) + 1
+        return priced
