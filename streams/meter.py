@@ -24,6 +24,7 @@ from streams.aggregate import Batch, record_fingerprint
 from streams.config import Settings
 from streams.decode import Decoded, Limits, Rejection, decode_record, element_bytes
 from streams.dlq import waived_rules
+from streams.fast_decode import pending_rows
 from streams.metrics import Metrics
 from streams.settle import PendingCharge
 from streams.sink import FlushResult, PostgresSink, SinkDataError
@@ -76,31 +77,41 @@ class Meter:
         for event in events:
             message = event.message
             where = (message.partition, message.offset)
-            if where in self.skips:
-                decoded = Decoded(
-                    rejections=[Rejection("skipped", "skipped by an operator", None, message.value or b"")]
-                )
-            else:
-                decoded = decode_record(message.value, message.key, self.limits(message))
             fingerprint = (
                 record_fingerprint(message.key, message.value, message.timestamp)
                 if message.offset == 0
                 else None
             )
-            taken = current.batch.add_record(
-                message.partition,
-                message.offset,
-                decoded.charges,
-                decoded.positions,
-                fingerprint,
-                key=message.key,
-                value=message.value or b"",
-                accept_late="too_late" in waived_rules(message.headers),
+            value = message.value or b""
+            accept_late = "too_late" in waived_rules(message.headers)
+            limits = self.limits(message)
+            fast = (
+                None
+                if where in self.skips
+                else pending_rows(value, message.key, limits, message.partition, message.offset, accept_late)
             )
-            if taken:  # a record delivered twice in one take is dead-lettered once
-                for rejection in decoded.rejections:
-                    current.deliveries.append(await self._dead_letter(message, rejection))
-                    current.reasons.append(rejection.reason)
+            if fast is not None:  # every charge valid and in the common form: nothing to refuse
+                current.batch.add_rows(*where, *fast, fingerprint, key=message.key, value=value)
+            else:
+                if where in self.skips:
+                    decoded = Decoded(
+                        rejections=[Rejection("skipped", "skipped by an operator", None, value)]
+                    )
+                else:
+                    decoded = decode_record(message.value, message.key, limits)
+                taken = current.batch.add_record(
+                    *where,
+                    decoded.charges,
+                    decoded.positions,
+                    fingerprint,
+                    key=message.key,
+                    value=value,
+                    accept_late=accept_late,
+                )
+                if taken:  # a record delivered twice in one take is dead-lettered once
+                    for rejection in decoded.rejections:
+                        current.deliveries.append(await self._dead_letter(message, rejection))
+                        current.reasons.append(rejection.reason)
             current.events.append(event)
             if len(current.batch) >= self.settings.batch_charges:  # bounds the worker's memory
                 yield current
