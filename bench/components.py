@@ -1,7 +1,10 @@
 """Where a worker's time goes: its two halves measured alone, in this process, on the same records.
 
-- decode: `streams.decode.decode_record` + `Batch.add_record` over the e2e records (the bytes the
-  producer sent), i.e. JSON, validation and the pending rows, with no Kafka and no Faust;
+- decode: `streams.fast_decode.add_to_batch` over the e2e records (the bytes the producer sent),
+  i.e. JSON, validation and the pending rows, with no Kafka and no Faust; and, on the same records
+  in the same run, the model path alone (`decode_record` + `Batch.add_record`, every charge a
+  pydantic model) that the worker falls back to, so the ratio between the two is the fast
+  path's gain whatever else the machine is doing;
 - sink: `PostgresSink.flush` of those batches, 2,000 records each as the worker takes them
   (BILLING_BATCH_RECORDS), into a fresh database: the COPY, dedup, fenced upsert transaction.
 The worker runs them one after the other for each batch, so 1 / (1/decode + 1/sink) is what it
@@ -18,7 +21,9 @@ from datetime import UTC, datetime
 
 from bench.infra import Bench
 from streams.aggregate import Batch
+from streams.config import Settings
 from streams.decode import Limits, decode_record
+from streams.fast_decode import add_to_batch
 from streams.sink import PostgresSink
 from tests.support import settings_from
 
@@ -29,6 +34,8 @@ class Components:
     records: int
     decode_seconds: float
     sink_seconds: float
+    model_decode_rate: float = 0.0  # charges/s of decode_record + add_record, best of the rounds
+    fast_decode_rate: float = 0.0  # charges/s of add_to_batch, best of the rounds, interleaved
 
     @property
     def decode_rate(self) -> float:
@@ -41,6 +48,41 @@ class Components:
     @property
     def serial_rate(self) -> float:
         return self.charges / (self.decode_seconds + self.sink_seconds)
+
+
+def _decode(
+    records: list[tuple[bytes, bytes]], settings: Settings, limits: Limits, start: int, stop: int, fast: bool
+) -> Batch:
+    """One batch of records decoded as the worker does (`fast`) or through the model alone."""
+    batch = Batch(settings.zone)
+    for offset in range(start, stop):
+        key, value = records[offset]
+        # offsets grow within each partition, as a topic's do: the fences are per partition
+        partition = zlib.crc32(key) % settings.partitions
+        if fast:
+            add_to_batch(batch, partition, offset, key, value, limits)
+        else:
+            decoded = decode_record(value, key, limits)
+            batch.add_record(partition, offset, decoded.charges, decoded.positions)
+    return batch
+
+
+def decode_rates(
+    records: list[tuple[bytes, bytes]], settings: Settings, limits: Limits, rounds: int = 3
+) -> tuple[float, float]:
+    """(fast, model) charges/s on the same records, best of `rounds` interleaved passes each, so
+    that both see the same machine; the rows of both must be equal, or the figure is void."""
+    best = {True: 0.0, False: 0.0}
+    for _ in range(rounds):
+        rows = {}
+        for fast in (True, False):
+            began = time.perf_counter()
+            batch = _decode(records, settings, limits, 0, len(records), fast)
+            best[fast] = max(best[fast], len(batch) / (time.perf_counter() - began))
+            rows[fast] = batch.rows
+        if rows[True] != rows[False]:
+            raise ValueError("the fast decode path and the model path disagree on these records")
+    return best[True], best[False]
 
 
 async def components(
@@ -56,14 +98,7 @@ async def components(
     try:
         for start in range(0, len(records), batch_records):
             began = time.perf_counter()
-            batch = Batch(settings.zone)
-            for offset in range(start, min(start + batch_records, len(records))):
-                key, value = records[offset]
-                decoded = decode_record(value, key, limits)
-                # offsets grow within each partition, as a topic's do: the fences are per partition
-                batch.add_record(
-                    zlib.crc32(key) % settings.partitions, offset, decoded.charges, decoded.positions
-                )
+            batch = _decode(records, settings, limits, start, min(start + batch_records, len(records)), True)
             decoded_at = time.perf_counter()
             result = await sink.flush(batch)
             sink_seconds += time.perf_counter() - decoded_at
@@ -71,4 +106,5 @@ async def components(
             charges += result.charges
     finally:
         await sink.stop()
-    return Components(charges, len(records), decode_seconds, sink_seconds)
+    fast, model = decode_rates(records, settings, limits)
+    return Components(charges, len(records), decode_seconds, sink_seconds, model, fast)

@@ -49,6 +49,7 @@ def app_options(settings: Settings) -> dict[str, Any]:
         **web.app_web_settings(settings),
         "broker_session_timeout": settings.kafka_session_timeout.total_seconds(),
         "broker_heartbeat_interval": settings.kafka_heartbeat_interval.total_seconds(),
+        "consumer_group_instance_id": settings.kafka_group_instance_id,
         "consumer_auto_offset_reset": "earliest",
         "topic_partitions": settings.partitions,
     }

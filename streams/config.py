@@ -223,6 +223,12 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval: Duration = Field(
         timedelta(seconds=1), description="consumer group heartbeat interval"
     )
+    kafka_group_instance_id: str | None = Field(
+        None,
+        description="static group membership: a worker restarted with the same id takes its "
+        "partitions back at once instead of after its old session times out; give each worker "
+        "its own stable id (e.g. the pod or host name); unset: dynamic membership",
+    )
 
     # How many Kafka records the worker gathers before it flushes (it flushes every
     # flush_interval anyway) and how long a transient Postgres error is retried per attempt.

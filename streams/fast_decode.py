@@ -26,7 +26,8 @@ from typing import Any
 import orjson
 
 from schemas.charge import MAX_TOKENS, SCHEMA_VERSION, SLUG_PATTERN, Charge
-from streams.decode import MAX_CHARGE_BYTES, Limits
+from streams.aggregate import Batch
+from streams.decode import MAX_CHARGE_BYTES, Limits, Rejection, decode_record
 from streams.settle import PendingCharge
 
 FIELDS = frozenset(Charge.model_fields)
@@ -224,3 +225,34 @@ def pending_rows(
         )
     assert latest is not None  # elements is not empty
     return rows, latest
+
+
+def add_to_batch(
+    batch: Batch,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    limits: Limits,
+    fingerprint: str | None = None,
+    accept_late: bool = False,
+) -> list[Rejection]:
+    """Decode one record into `batch`, the fast way when it can; its rejections for the DLQ
+    (none for a record the batch already holds, which must not be dead-lettered twice)."""
+    raw = value or b""
+    fast = pending_rows(raw, key, limits, partition, offset, accept_late)
+    if fast is not None:
+        batch.add_rows(partition, offset, *fast, fingerprint, key=key, value=raw)
+        return []
+    decoded = decode_record(value, key, limits)
+    taken = batch.add_record(
+        partition,
+        offset,
+        decoded.charges,
+        decoded.positions,
+        fingerprint,
+        key=key,
+        value=raw,
+        accept_late=accept_late,
+    )
+    return decoded.rejections if taken else []

@@ -22,9 +22,9 @@ from faust.types import EventT
 from streams import crashpoints, dlq
 from streams.aggregate import Batch, record_fingerprint
 from streams.config import Settings
-from streams.decode import Decoded, Limits, Rejection, decode_record, element_bytes
+from streams.decode import Limits, Rejection, element_bytes
 from streams.dlq import waived_rules
-from streams.fast_decode import pending_rows
+from streams.fast_decode import add_to_batch
 from streams.metrics import Metrics
 from streams.settle import PendingCharge
 from streams.sink import FlushResult, PostgresSink, SinkDataError
@@ -82,36 +82,24 @@ class Meter:
                 if message.offset == 0
                 else None
             )
-            value = message.value or b""
-            accept_late = "too_late" in waived_rules(message.headers)
-            limits = self.limits(message)
-            fast = (
-                None
-                if where in self.skips
-                else pending_rows(value, message.key, limits, message.partition, message.offset, accept_late)
-            )
-            if fast is not None:  # every charge valid and in the common form: nothing to refuse
-                current.batch.add_rows(*where, *fast, fingerprint, key=message.key, value=value)
+            if where in self.skips:
+                value = message.value or b""
+                taken = current.batch.add_record(*where, (), None, fingerprint, key=message.key, value=value)
+                rejections = [Rejection("skipped", "skipped by an operator", None, value)] if taken else []
             else:
-                if where in self.skips:
-                    decoded = Decoded(
-                        rejections=[Rejection("skipped", "skipped by an operator", None, value)]
-                    )
-                else:
-                    decoded = decode_record(message.value, message.key, limits)
-                taken = current.batch.add_record(
+                accept_late = "too_late" in waived_rules(message.headers)
+                rejections = add_to_batch(
+                    current.batch,
                     *where,
-                    decoded.charges,
-                    decoded.positions,
+                    message.key,
+                    message.value,
+                    self.limits(message),
                     fingerprint,
-                    key=message.key,
-                    value=value,
-                    accept_late=accept_late,
+                    accept_late,
                 )
-                if taken:  # a record delivered twice in one take is dead-lettered once
-                    for rejection in decoded.rejections:
-                        current.deliveries.append(await self._dead_letter(message, rejection))
-                        current.reasons.append(rejection.reason)
+            for rejection in rejections:  # a record delivered twice in one take has none
+                current.deliveries.append(await self._dead_letter(message, rejection))
+                current.reasons.append(rejection.reason)
             current.events.append(event)
             if len(current.batch) >= self.settings.batch_charges:  # bounds the worker's memory
                 yield current
