@@ -19,7 +19,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bench.infra import Bench
+from bench.infra import Bench, CpuMeter
 from streams.aggregate import Batch
 from streams.config import Settings
 from streams.decode import Limits, decode_record
@@ -36,6 +36,12 @@ class Components:
     sink_seconds: float
     model_decode_rate: float = 0.0  # charges/s of decode_record + add_record, best of the rounds
     fast_decode_rate: float = 0.0  # charges/s of add_to_batch, best of the rounds, interleaved
+    postgres_cpu: float = 0.0  # CPU-seconds of the Postgres server during the flushes
+
+    @property
+    def postgres_core_rate(self) -> float:
+        """Charges per Postgres CPU-second: what one Postgres core sustains for this sink."""
+        return self.charges / self.postgres_cpu if self.postgres_cpu else 0.0
 
     @property
     def decode_rate(self) -> float:
@@ -95,6 +101,7 @@ async def components(
     await sink.start()
     decode_seconds = sink_seconds = 0.0
     charges = 0
+    cpu = CpuMeter([], bench.pg.pgdata / "postmaster.pid")
     try:
         for start in range(0, len(records), batch_records):
             began = time.perf_counter()
@@ -106,5 +113,6 @@ async def components(
             charges += result.charges
     finally:
         await sink.stop()
+    cpu.stop()
     fast, model = decode_rates(records, settings, limits)
-    return Components(charges, len(records), decode_seconds, sink_seconds, model, fast)
+    return Components(charges, len(records), decode_seconds, sink_seconds, model, fast, cpu.pg_cpu)

@@ -153,7 +153,10 @@ class Run:
             f"{rate(c.model_decode_rate)}), equal rows"
         )
         self.report.add("component: decode, the worker's path", rate(c.fast_decode_rate), note)
-        note = "PostgresSink.flush per 2,000 records: COPY, dedup ledger, fenced upsert, one transaction"
+        note = (
+            "PostgresSink.flush per 2,000 records: COPY, dedup ledger, fenced upsert, one transaction; "
+            f"{rate(c.postgres_core_rate, 'charges')} per Postgres CPU-second"
+        )
         self.report.add("component: Postgres sink", rate(c.sink_rate), note)
         note = "decode then flush, one after the other, as the worker runs them: the bound without Faust"
         self.report.add("component: serial bound 1/(1/decode + 1/sink)", rate(c.serial_rate), note)
@@ -189,7 +192,7 @@ class Run:
         note = (
             f"{done.progress.done:.1f} s from start ({done.progress.first:.1f} s to the first flush); "
             f"steady {rate(done.steady_rate)}; {done.rows:,} rows exact; peak RSS {done.rss_peak / 2**20:.0f} MiB; "
-            f"{done.cpu.describe()}"
+            f"{done.cpu.describe()}; {done.cpu.per_core(s.n)}"
         )
         r.add(
             f"e2e: {workers} worker{'s' if workers > 1 else ''}, producer layout, N={s.n:,}",
