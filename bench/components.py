@@ -19,6 +19,8 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import asyncpg
+
 from bench.infra import Bench, CpuMeter
 from streams.aggregate import Batch
 from streams.config import Settings
@@ -37,6 +39,7 @@ class Components:
     model_decode_rate: float = 0.0  # charges/s of decode_record + add_record, best of the rounds
     fast_decode_rate: float = 0.0  # charges/s of add_to_batch, best of the rounds, interleaved
     postgres_cpu: float = 0.0  # CPU-seconds of the Postgres server during the flushes
+    wal_bytes: int = 0  # write-ahead log the flushes wrote: what the disk takes per charge
 
     @property
     def postgres_core_rate(self) -> float:
@@ -102,6 +105,7 @@ async def components(
     decode_seconds = sink_seconds = 0.0
     charges = 0
     cpu = CpuMeter([], bench.pg.pgdata / "postmaster.pid")
+    wal_before = await _wal_position(database)
     try:
         for start in range(0, len(records), batch_records):
             began = time.perf_counter()
@@ -111,8 +115,18 @@ async def components(
             sink_seconds += time.perf_counter() - decoded_at
             decode_seconds += decoded_at - began
             charges += result.charges
+        cpu.stop()  # while the sink's connections live: an ended backend's CPU time is gone
+        wal = await _wal_position(database) - wal_before
     finally:
         await sink.stop()
-    cpu.stop()
     fast, model = decode_rates(records, settings, limits)
-    return Components(charges, len(records), decode_seconds, sink_seconds, model, fast, cpu.pg_cpu)
+    return Components(charges, len(records), decode_seconds, sink_seconds, model, fast, cpu.pg_cpu, wal)
+
+
+async def _wal_position(database: str) -> int:
+    """The server's write-ahead log position in bytes (the whole server: nothing else writes)."""
+    conn = await asyncpg.connect(database)
+    try:
+        return int(await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"))
+    finally:
+        await conn.close()

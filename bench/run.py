@@ -155,7 +155,8 @@ class Run:
         self.report.add("component: decode, the worker's path", rate(c.fast_decode_rate), note)
         note = (
             "PostgresSink.flush per 2,000 records: COPY, dedup ledger, fenced upsert, one transaction; "
-            f"{rate(c.postgres_core_rate, 'charges')} per Postgres CPU-second"
+            f"{rate(c.postgres_core_rate, 'charges')} per Postgres CPU-second, "
+            f"{c.wal_bytes / max(c.charges, 1):,.0f} B of WAL per charge"
         )
         self.report.add("component: Postgres sink", rate(c.sink_rate), note)
         note = "decode then flush, one after the other, as the worker runs them: the bound without Faust"
