@@ -228,7 +228,8 @@ class Settings(BaseSettings):
         None,
         description="static group membership: a worker restarted with the same id takes its "
         "partitions back at once instead of after its old session times out; give each worker "
-        "its own stable id (e.g. the pod or host name); unset: dynamic membership",
+        "its own stable id (e.g. the pod or host name); unset: dynamic membership (best on "
+        "the embedded broker, where static membership slows joins down)",
     )
 
     # How many Kafka records the worker gathers before it flushes (it flushes every
