@@ -1,6 +1,6 @@
 """Where a worker's time goes: its two halves measured alone, in this process, on the same records.
 
-- decode: `streams.fast_decode.add_to_batch` over the e2e records (the bytes the producer sent),
+- decode: `streams.rules.fast_decode.add_to_batch` over the e2e records (the bytes the producer sent),
   i.e. JSON, validation and the pending rows, with no Kafka and no Faust; and, on the same records
   in the same run, the model path alone (`decode_record` + `Batch.add_record`, every charge a
   pydantic model) that the worker falls back to, so the ratio between the two is the fast
@@ -22,11 +22,11 @@ from datetime import UTC, datetime
 import asyncpg
 
 from bench.infra import Bench, CpuMeter
-from streams.aggregate import Batch
-from streams.config import Settings
-from streams.decode import Limits, decode_record
-from streams.fast_decode import add_to_batch
-from streams.sink import PostgresSink
+from streams.charge.decode import Limits, decode_record
+from streams.config.settings import Settings
+from streams.rules.batch import Batch
+from streams.rules.fast_decode import add_to_batch
+from streams.sink.postgres import PostgresSink
 from tests.support import settings_from
 
 

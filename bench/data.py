@@ -1,6 +1,6 @@
 """Seeded synthetic charges, and the ground truth Postgres must match.
 
-`realistic` is `streams.synthetic` at scale: Zipf-like accounts (a few big customers, a long
+`realistic` is `streams.testing.synthetic` at scale: Zipf-like accounts (a few big customers, a long
 tail), 1 to 5 users each, 4 providers, 3 charge types, 7 days. `distinct_keys` makes exactly
 `k` charges on `k` different daily keys (account, user, provider, date, charge_type), for the
 memory and scale measurement, where the number of open keys is the variable.
@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from schemas.charge import Charge
-from streams.synthetic import CHARGE_TYPES, PROVIDERS, synthetic_charges
+from streams.testing.synthetic import CHARGE_TYPES, PROVIDERS, synthetic_charges
 from tests.support import ground_truth
 
 ACCOUNTS = 1_000  # Zipf over 1,000 accounts: ~18% of the traffic is the biggest one

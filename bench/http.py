@@ -28,8 +28,8 @@ import asyncpg
 from bench.infra import Bench, BenchError
 from schemas.charge import Charge
 from streams.api.keys import Scope, create_key
-from streams.config import Settings
-from streams.produce_cli import _produce
+from streams.cli.produce import _produce
+from streams.config.settings import Settings
 from tests.api_support import ApiServer
 
 BATCH, IN_FLIGHT, TICK = 100, 16, 0.01

@@ -19,7 +19,7 @@ import asyncpg
 
 from bench.infra import Bench
 from schemas.charge import Charge
-from streams.producer import ChargeProducer
+from streams.producer.producer import ChargeProducer
 
 PROBE_ACCOUNTS = [f"probe-{i}" for i in range(8)]
 POLL = """SELECT user_id FROM daily_billing_records

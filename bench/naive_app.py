@@ -20,8 +20,8 @@ import asyncpg
 import faust
 
 from schemas.charge import Charge
-from streams.app import app_options, charges_topic
-from streams.config import Settings
+from streams.config.settings import Settings
+from streams.worker.app import app_options, charges_topic
 
 UPSERT = """
 INSERT INTO {table} (account_id, user_id, provider, date, charge_type, prompt_tokens,

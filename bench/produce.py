@@ -18,9 +18,9 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from schemas.charge import Charge
-from streams.config import Settings
-from streams.kafka import aiokafka_options, idempotent_producer
-from streams.producer import ChargeProducer, encode_charge
+from streams.config.settings import Settings
+from streams.kafka.client import aiokafka_options, idempotent_producer
+from streams.producer.producer import ChargeProducer, encode_charge
 
 
 @dataclass

@@ -24,7 +24,7 @@ from bench.data import distinct_keys
 from bench.infra import Bench, BenchError, RssSampler, dir_bytes, relation_bytes, wait_for_total
 from bench.produce import with_library
 from schemas.charge import Charge
-from streams.producer import ChargeProducer
+from streams.producer.producer import ChargeProducer
 from tests.support import WorkerProcess
 
 TOPIC = "bench-keys"

@@ -1,140 +1,138 @@
-"""Failures as one line with a next step, and the exit codes of docs/operations.md.
+"""Every exception billing-streams raises on purpose, in one hierarchy under `BillingError`.
 
-Why exit codes by cause: a supervisor (systemd, Kubernetes, a script) decides differently for
-"a service is not up yet" (retry later), "the database is not migrated" (a person must act) and
-"a bad option" (the command line is wrong). Why one line: a 100-line traceback hides the one
-sentence an operator needs; `--debug` (or BILLING_LOG_LEVEL=debug) brings the traceback back.
+Why one module: a caller (an app emitting charges, a supervisor script, the CLI) needs one
+`except BillingError` to tell "the pipeline refused or could not do this" from a bug, and the
+CLI maps each branch to an exit code (`streams.cli.errors`). Nothing here imports a client
+library, so the producer library, the worker and the operator jobs can all raise them.
+
+    BillingError
+    ├── ConfigurationError          a BILLING_* setting that cannot work as given
+    ├── ServiceUnreachable          Kafka or Postgres does not answer: start it, retry later
+    │   ├── BrokerUnreachableError  no broker at the bootstrap address
+    │   └── BrokerUnavailableError  the producer gave up connecting (also a DeliveryError)
+    ├── NotReadyError               the database is missing or not migrated
+    ├── BrokerError                 a topic cannot be set up (e.g. TopicMismatchError)
+    ├── EmbeddedPostgresError       the dev-only private Postgres cannot start or stop
+    ├── DeliveryError               charges that did not reach Kafka after all retries
+    ├── SinkFatalError              Postgres refused a flush for good (SinkDataError: one record)
+    ├── InputError (ValueError)     input refused as given: JsonInputError, UsageError
+    ├── RebuildRefused              a rebuild would lose charges; nothing changed
+    ├── GroupBusyError              the consumer group has live members
+    ├── ApiError                    an HTTP refusal of `billing api`, with its status
+    └── BadRequest (ValueError)     a dashboard query refused with 400
 """
 
 from __future__ import annotations
 
-import os
-import traceback
-from typing import Any
-
-import click
-
-from streams.redaction import redact_text, url_target
-
-#: Exit status -> meaning; docs/operations.md lists the same table (a test compares them).
-EXIT_CODES: dict[int, str] = {
-    0: "success",
-    1: "the command failed (a refusal, rejected input, a mismatch, an unexpected error)",
-    2: "usage: a bad option, argument or BILLING_* setting",
-    3: "`billing worker` stopped on a fatal error, its batch unacknowledged (see its last log lines)",
-    4: "a service is unreachable: the Kafka broker or Postgres (start it, then run again)",
-    5: "the database is not ready: missing, or not migrated (`billing migrate`)",
-}
-BROKER_HINT = "is the broker at {bootstrap} running? `billing dev up` starts one"
-POSTGRES_HINT = "is Postgres running there? `billing dev up` starts one"
+from collections.abc import Mapping
+from typing import NamedTuple
 
 
-class Failure(click.ClickException):
-    """A failure worth one line (exit 1)."""
-
-    exit_code = 1
+class BillingError(Exception):
+    """Raised on purpose by billing-streams; anything else escaping the package is a bug."""
 
 
-class UsageFailure(Failure):
-    """A bad option value or setting (exit 2, like click's usage errors)."""
-
-    exit_code = 2
+class ConfigurationError(BillingError):
+    """A BILLING_* setting that cannot work as given; the message names it, never its value."""
 
 
-class Unreachable(Failure):
-    """Kafka or Postgres does not answer (exit 4)."""
-
-    exit_code = 4
+class ServiceUnreachable(BillingError):
+    """Kafka or Postgres does not answer; nothing else is wrong."""
 
 
-class NotReady(Failure):
-    """The database is missing or its schema is not migrated (exit 5)."""
-
-    exit_code = 5
+class NotReadyError(BillingError):
+    """The database is missing or its schema is older than this code (`billing migrate`)."""
 
 
-def debug_enabled() -> bool:
-    """`billing --debug ...` or BILLING_LOG_LEVEL=debug: show tracebacks, not just one line."""
-    return os.environ.get("BILLING_LOG_LEVEL", "").strip().lower() == "debug"
+class BrokerError(BillingError):
+    """A broker or topic could not be started, stopped or set up (message is for humans)."""
 
 
-def one_line(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """A message flattened to one line, secrets masked."""
-    return " ".join(redact_text(text, secrets).split())
+class BrokerUnreachableError(BrokerError, ServiceUnreachable):
+    """No broker answers at the bootstrap address (start one; nothing else is wrong)."""
 
 
-def reason(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
-    """`Type: message` of an exception, one line, redacted (a driver may quote the URL)."""
-    name, text = type(exc).__name__, one_line(str(exc), secrets)
-    return text if text.startswith(name) else f"{name}: {text}".rstrip(": ")
+class TopicMismatchError(BrokerError):
+    """A topic exists with another partition count than BILLING_PARTITIONS."""
 
 
-def broker_unreachable(bootstrap: str, exc: BaseException | None = None) -> Unreachable:
-    """No broker at BILLING_KAFKA_BOOTSTRAP."""
-    why = f" ({reason(exc)})" if exc is not None else ""
-    return Unreachable(
-        f"no Kafka broker answers at {bootstrap}{why}; " + BROKER_HINT.format(bootstrap=bootstrap)
-    )
+class EmbeddedPostgresError(BillingError):
+    """The private Postgres could not be reached, created, started or stopped."""
 
 
-def postgres_failure(exc: BaseException, dsn: str) -> Failure:
-    """The one-line failure for an error connecting to or querying Postgres at `dsn`."""
-    import asyncpg
+class FailedRecord(NamedTuple):
+    """A record given up on; its bytes are kept so that a caller can store or resend them."""
 
-    from streams.redaction import url_secrets
-
-    target, secrets = url_target(dsn), url_secrets(dsn)
-    if isinstance(exc, asyncpg.InvalidCatalogNameError):
-        return NotReady(
-            f"database {target} does not exist: create it (`billing dev up` does), then run `billing migrate`"
-        )
-    if isinstance(exc, asyncpg.UndefinedTableError):
-        return NotReady(
-            f"the database {target} has no billing tables ({one_line(str(exc))}): run `billing migrate`"
-        )
-    if isinstance(exc, OSError | TimeoutError | asyncpg.CannotConnectNowError | asyncpg.InterfaceError):
-        return Unreachable(f"cannot connect to Postgres at {target}: {reason(exc, secrets)}; {POSTGRES_HINT}")
-    return Failure(f"Postgres at {target}: {reason(exc, secrets)}")
+    key: bytes
+    value: bytes
+    charges: int
+    error: str
 
 
-async def connect(dsn: str) -> Any:
-    """An asyncpg connection to `dsn`, or the one-line failure saying why not (exit 4 or 5)."""
-    import asyncpg
+class DeliveryError(BillingError):
+    """Charges that did not reach Kafka after all retries (`failures` says which records)."""
 
-    try:
-        return await asyncpg.connect(dsn, timeout=10)
-    except (OSError, TimeoutError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise postgres_failure(exc, dsn) from exc
+    def __init__(self, message: str, failures: list[FailedRecord] | None = None) -> None:
+        super().__init__(message)
+        self.failures = failures or []
 
 
-def translate(exc: Exception, settings: Any = None) -> click.ClickException | None:
-    """The one-line failure for an exception no command handled, or None for a bug."""
-    import asyncpg
-    from aiokafka.errors import KafkaConnectionError, KafkaError
-
-    from streams.delivery import BrokerUnavailableError
-    from streams.embedded_broker import BrokerError, BrokerUnreachableError
-
-    if settings is not None and isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
-        return postgres_failure(exc, settings.dsn)
-    if settings is not None and isinstance(
-        exc, KafkaConnectionError | BrokerUnavailableError | BrokerUnreachableError
-    ):
-        return broker_unreachable(settings.kafka_bootstrap)
-    if isinstance(exc, BrokerError):
-        return Failure(one_line(str(exc).splitlines()[0]))
-    if isinstance(exc, KafkaError):
-        return Failure(f"Kafka: {reason(exc)}")
-    return None
+class BrokerUnavailableError(DeliveryError, ServiceUnreachable):
+    """No connection to Kafka at all (after retries), so nothing was sent."""
 
 
-def print_traceback(exc: BaseException, secrets: tuple[str, ...] = ()) -> None:
-    """With --debug: the traceback, through the same redaction as the logs."""
-    click.echo(redact_text("".join(traceback.format_exception(exc)).rstrip(), secrets), err=True)
+class SinkFatalError(BillingError):
+    """Postgres refused the write for a reason retrying cannot fix (schema, rights)."""
 
 
-def print_cause(exc: BaseException, secrets: tuple[str, ...] = ()) -> None:
-    """With --debug: the traceback a one-line failure stands for (its cause or context)."""
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None:
-        print_traceback(cause, secrets)
+class SinkDataError(SinkFatalError):
+    """Postgres refused a value of the batch: one of its records is to blame, not the sink."""
+
+
+class InputError(BillingError, ValueError):
+    """Input that cannot be billed as given; the message says what to change."""
+
+
+class JsonInputError(InputError):
+    """Bytes that are not one JSON value; `reason` is what the DLQ and `billing produce` show."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+class UsageError(InputError):
+    """Usage that cannot be billed as given: absent, of unknown shape, or inconsistent counts."""
+
+
+class RebuildRefused(BillingError, ValueError):
+    """The rebuild would lose charges or read the wrong topic; nothing was changed."""
+
+
+class GroupBusyError(BillingError, RuntimeError):
+    """Workers are members of the group, so its offsets are theirs to commit, not ours."""
+
+    def __init__(self, group: str, members: list[str], detail: str, live: bool = True) -> None:
+        self.group, self.members = group, members
+        names = ", ".join(members) if members else "(none listed)"
+        what = "live member(s)" if live else "member(s) listed"
+        super().__init__(f"consumer group {group!r} has {len(members)} {what}: {names}; {detail}")
+
+
+class ApiError(BillingError):
+    """Raised anywhere in an HTTP request to answer `status` with an error body."""
+
+    def __init__(
+        self, status: int, error: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
+        self.headers = dict(headers or {})
+
+
+class BadRequest(BillingError, ValueError):
+    """A request the dashboard refuses with 400; `field` names the parameter at fault."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field

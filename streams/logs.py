@@ -19,7 +19,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.config import Settings
+from streams.config.settings import Settings
 from streams.redaction import redact_text
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is emitted.

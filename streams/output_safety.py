@@ -8,30 +8,22 @@ terminal, an ESC or OSC 8 sequence in an id would recolour the screen or plant a
 (never markup) with every control or invisible formatting character written as an escape.
 The dashboard escapes HTML in its page for the same reason.
 
-It also decides how wide output is: to a terminal, its width; to a pipe or a file, unwrapped,
-so that a URL or a command in a hint stays on one line and can be copied.
+The terminal half (rich `Text`, console width, `echo_data`) is `streams.cli.terminal`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import sys
 import unicodedata
 from collections.abc import Iterable, Sequence
-from typing import Any, TextIO
-
-import click
-from rich.console import Console
-from rich.text import Text
+from typing import Any
 
 #: First characters that make a spreadsheet evaluate a cell.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 #: Unicode categories shown escaped: controls (ESC, C1 CSI, newlines), format characters
 #: (bidi overrides, zero-width), line and paragraph separators, unassigned and surrogates.
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cn", "Cs"})
-#: Width of output that is not a terminal: wide enough that rich never wraps a line.
-UNWRAPPED_WIDTH = 10_000
 
 
 def csv_cell(value: Any) -> Any:
@@ -64,24 +56,3 @@ def escape_controls(text: str, keep: str = "") -> str:
     return "".join(
         c if c in keep or unicodedata.category(c) not in _UNSAFE_CATEGORIES else _escape(c) for c in text
     )
-
-
-def plain(value: Any, **options: Any) -> Text:
-    """A stored value for a rich table or line: literal text (no markup), controls escaped;
-    `options` go to rich's Text (e.g. overflow="fold")."""
-    return Text(escape_controls(str(value)), **options)
-
-
-def console(stderr: bool = False) -> Console:
-    """A rich Console: the terminal's width on a terminal, unwrapped lines anywhere else."""
-    stream = sys.stderr if stderr else sys.stdout
-    if stream.isatty():
-        return Console(stderr=stderr)
-    return Console(stderr=stderr, width=UNWRAPPED_WIDTH, soft_wrap=True)
-
-
-def echo_data(text: str, err: bool = False, nl: bool = True) -> None:
-    """Print machine-readable output (CSV, JSON lines, payloads) as it is to a pipe or file, and
-    with control characters escaped when it reaches a terminal."""
-    stream: TextIO = sys.stderr if err else sys.stdout
-    click.echo(escape_controls(text, keep="\r\n") if stream.isatty() else text, err=err, nl=nl)

@@ -17,7 +17,7 @@ import click
 import httpx
 from click.testing import CliRunner, Result
 
-from streams.embedded_broker import ensure_topics
+from streams.kafka.topics import ensure_topics
 from tests import support
 from tests.support import WorkerProcess, charge_dict, wait_until
 
@@ -53,7 +53,7 @@ async def billing_cli(env: Mapping[str, str], command: click.Command, *args: str
     In a thread because the command runs its own event loop; the settings cache is cleared so
     that each call reads `env`, and BILLING_* variables of the outer process are hidden.
     """
-    from streams.config import get_settings
+    from streams.config.settings import get_settings
 
     def call() -> Result:
         hidden: dict[str, str | None] = {k: None for k in os.environ if k.startswith("BILLING_")}
@@ -68,7 +68,7 @@ async def billing_cli(env: Mapping[str, str], command: click.Command, *args: str
 
 async def create_key(env: Mapping[str, str], scope: str, *accounts: str) -> str:
     """A new key from `billing keys create` (its first line of stdout is the key)."""
-    from streams.api.cli import keys
+    from streams.cli.api import keys
 
     args = ["create", "--scope", scope]
     for account in accounts:

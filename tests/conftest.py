@@ -17,8 +17,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from streams.embedded_broker import EmbeddedBroker
-from streams.embedded_postgres import EmbeddedPostgres, postgres_reachable
+from streams.embedded.broker import EmbeddedBroker
+from streams.embedded.postgres import EmbeddedPostgres, postgres_reachable
 from tests.support import create_database, free_port
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = (
-    "tests/unit/test_settle.py",
-    "tests/unit/test_closing.py",
+    "tests/unit/rules/test_settle.py",
+    "tests/unit/rules/test_closing.py",
     "tests/integration/test_sink.py",
 )
 
@@ -39,117 +39,124 @@ class Mutant:
 
 MUTANTS = (
     Mutant(
-        "streams/settle.py",
+        "streams/rules/settle.py",
         "admit: fence `<=` -> `<`",
         "if c.offset <= fences.get(",
         "if c.offset < fences.get(",
     ),
     Mutant(
-        "streams/settle.py",
+        "streams/rules/settle.py",
         "admit: fence `<=` -> `>=`",
         "if c.offset <= fences.get(",
         "if c.offset >= fences.get(",
     ),
-    Mutant("streams/settle.py", "too late: `>=` -> `>`", ").days >= horizon_days", ").days > horizon_days"),
-    Mutant("streams/settle.py", "too late: operator's acceptance ignored", "not charge.accept_late and ", ""),
     Mutant(
-        "streams/settle.py",
+        "streams/rules/settle.py", "too late: `>=` -> `>`", ").days >= horizon_days", ").days > horizon_days"
+    ),
+    Mutant(
+        "streams/rules/settle.py",
+        "too late: operator's acceptance ignored",
+        "not charge.accept_late and ",
+        "",
+    ),
+    Mutant(
+        "streams/rules/settle.py",
         "settle: winner `!=` -> `==`",
         "if winners[c.dedup_key] != (source, c.offset, c.position):",
         "if winners[c.dedup_key] == (source, c.offset, c.position):",
     ),
     Mutant(
-        "streams/settle.py",
+        "streams/rules/settle.py",
         "settle: winner ignores the position in the record",
         "if winners[c.dedup_key] != (source, c.offset, c.position):",
         "if winners[c.dedup_key][:2] != (source, c.offset):",
     ),
     Mutant(
-        "streams/settle.py",
+        "streams/rules/settle.py",
         "settle: winner ignores the source",
         "if winners[c.dedup_key] != (source, c.offset, c.position):",
         "if winners[c.dedup_key][1:] != (c.offset, c.position):",
     ),
     Mutant(
-        "streams/settle.py",
+        "streams/rules/settle.py",
         "settle: late `<=` -> `<`",
         "if closed is not None and c.day <= closed:",
         "if closed is not None and c.day < closed:",
     ),
     Mutant(
-        "streams/settle.py",
+        "streams/rules/settle.py",
         "first sightings: smallest -> largest",
         "if known is None or where < known:",
         "if known is None or where > known:",
     ),
     Mutant(
-        "streams/settle.py",
+        "streams/rules/settle.py",
         "ClosureMarks.closed_before: bisect_left -> bisect_right",
         "bisect.bisect_left(self.applied, offset) - 1",
         "bisect.bisect_right(self.applied, offset) - 1",
     ),
     Mutant(
-        "streams/settle.py",
+        "streams/rules/settle.py",
         "ClosureMarks.closed_before: `>= 0` -> `> 0`",
         "return self.through[at] if at >= 0 else None",
         "return self.through[at] if at > 0 else None",
     ),
     Mutant(
-        "streams/closing.py",
+        "streams/rules/closing.py",
         "closing_target: `>` -> `>=`",
         "target > closed else None",
         "target >= closed else None",
     ),
     Mutant(
-        "streams/closing.py",
+        "streams/rules/closing.py",
         "closing_target: grace ignored",
         "last_day_ended_by(now - grace, zone)",
         "last_day_ended_by(now, zone)",
     ),
     Mutant(
-        "streams/closing.py",
+        "streams/rules/closing.py",
         "lagging: `<` -> `<=`",
         "if applied.get(p, -1) + 1 < end}",
         "if applied.get(p, -1) + 1 <= end}",
     ),
     Mutant(
-        "streams/closing.py",
+        "streams/rules/closing.py",
         "lagging: off by one",
         "if applied.get(p, -1) + 1 < end}",
         "if applied.get(p, -1) < end}",
     ),
     Mutant(
-        "streams/sink_sql.py",
+        "streams/sink/sql.py",
         "UPSERT: revision never goes up",
         "CASE WHEN d.finalized_at IS NOT NULL THEN 1 ELSE 0 END",
         "CASE WHEN d.finalized_at IS NOT NULL THEN 0 ELSE 0 END",
     ),
     Mutant(
-        "streams/sink_sql.py",
+        "streams/sink/sql.py",
         "UPSERT: revision on provisional rows",
         "CASE WHEN d.finalized_at IS NOT NULL THEN 1 ELSE 0 END",
         "CASE WHEN d.finalized_at IS NULL THEN 1 ELSE 0 END",
     ),
     Mutant(
-        "streams/sink_sql.py",
+        "streams/sink/sql.py",
         "UPSERT: updated_at never moves",
         "    updated_at = now()\n",
         "    updated_at = d.updated_at\n",
     ),
     Mutant(
-        "streams/sink_sql.py",
+        "streams/sink/sql.py",
         "UPSERT: a row born after its close is provisional (`<=` -> `<`)",
         "CASE WHEN u.date <= $13::date THEN now() END",
         "CASE WHEN u.date < $13::date THEN now() END",
     ),
     Mutant(
-        "streams/sink_sql.py",
+        "streams/sink/sql.py",
         "UPSERT: a final row's finalized_at moves",
         "finalized_at = coalesce(d.finalized_at, EXCLUDED.finalized_at)",
         "finalized_at = coalesce(EXCLUDED.finalized_at, d.finalized_at)",
     ),
     Mutant(
-        "streams/sink_sql.py",
+        "streams/sink/sql.py",
         "UPSERT: sums replaced, not added",
         '_excluded = ",\\n    ".join(f"{c} = d.{c} + EXCLUDED.{c}"',
         '_excluded = ",\\n    ".join(f"{c} = EXCLUDED.{c}"',

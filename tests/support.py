@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,14 +23,10 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from streams.embedded.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def unique(prefix: str) -> str:
@@ -40,7 +35,7 @@ def unique(prefix: str) -> str:
 
 async def create_database(server_url: str, name: str | None = None) -> str:
     """A fresh database on the server of `server_url`, migrated; its URL."""
-    from streams.migrate import migrate
+    from streams.sink.migrate import migrate
 
     name = name or unique("billing_test").replace("-", "_")
     conn = await asyncpg.connect(server_url)
@@ -81,7 +76,7 @@ def pipeline_env(bootstrap: str, database_url: str, data_dir: Path, **overrides:
 
 def settings_from(env: Mapping[str, str]) -> Any:
     """Settings as the worker started with `env` would see them."""
-    from streams.config import Settings
+    from streams.config.settings import Settings
 
     fields = {k[len("BILLING_") :].lower(): v for k, v in env.items() if k.startswith("BILLING_")}
     return Settings(_env_file=None, **fields)  # type: ignore[call-arg]

@@ -29,12 +29,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.api import ingest, query
 from streams.api.auth import KeyCache
-from streams.api.errors import ApiError, api_error_handler, validation_error_handler
+from streams.api.errors import api_error_handler, validation_error_handler
 from streams.api.metrics import ApiMetrics
 from streams.api.middleware import Guard
-from streams.config import Settings
-from streams.delivery import DeliveryError
-from streams.producer import ChargeProducer
+from streams.config.settings import Settings
+from streams.errors import ApiError, DeliveryError
+from streams.producer.producer import ChargeProducer
 
 log = logging.getLogger("streams.api")
 PRODUCER_OPTIONS: dict[str, Any] = {"linger_ms": 2, "retries": 3, "request_timeout_ms": 5_000}

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import asyncpg
 from fastapi import Request
 
-from streams.api.errors import ApiError
 from streams.api.keys import KeyInfo, Scope, find_key, hash_key
+from streams.errors import ApiError
 
 CACHE_ENTRIES = 10_000
 

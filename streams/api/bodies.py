@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import Request
 from pydantic_core import from_json
 
-from streams.api.errors import ApiError
+from streams.errors import ApiError
 
 JSON, NDJSON = "application/json", "application/x-ndjson"
 CLOUDEVENT, CLOUDEVENT_BATCH = "application/cloudevents+json", "application/cloudevents-batch+json"

@@ -6,12 +6,12 @@ says what to do about it. Nothing in either echoes a key or a request body back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+
+from streams.errors import ApiError
 
 
 class ErrorBody(BaseModel):
@@ -19,17 +19,6 @@ class ErrorBody(BaseModel):
 
     error: str
     message: str
-
-
-class ApiError(Exception):
-    """Raised anywhere in a request to answer `status` with an ErrorBody."""
-
-    def __init__(
-        self, status: int, error: str, message: str, headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.error, self.message = status, error, message
-        self.headers = dict(headers or {})
 
 
 def retry_after(seconds: float) -> dict[str, str]:

@@ -31,9 +31,9 @@ from streams.api.bodies import (
     media_type,
     read_body,
 )
-from streams.api.errors import AUTH_RESPONSES, ApiError, ErrorBody, retry_after
+from streams.api.errors import AUTH_RESPONSES, ErrorBody, retry_after
 from streams.api.validate import check_elements, limits_now
-from streams.delivery import DeliveryError
+from streams.errors import ApiError, DeliveryError
 
 log = logging.getLogger("streams.api")
 router = APIRouter()

@@ -18,7 +18,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 
 from streams.api.auth import Caller, readable_accounts, reader
-from streams.api.errors import AUTH_RESPONSES, ApiError, ErrorBody, retry_after
+from streams.api.errors import AUTH_RESPONSES, ErrorBody, retry_after
 from streams.api.usage_models import ChangedRow, ChangesPage, Group, Usage, UsagePage, UsageWindow
 from streams.api.usage_sql import (
     DIMENSIONS,
@@ -28,8 +28,9 @@ from streams.api.usage_sql import (
     build_changes_sql,
     build_usage_sql,
 )
-from streams.sink_sql import READ_CLOSED
-from streams.totals import GROUP_COLUMNS, METRICS, parse_group_by
+from streams.errors import ApiError
+from streams.ops.totals import GROUP_COLUMNS, METRICS, parse_group_by
+from streams.sink.sql import READ_CLOSED
 
 router = APIRouter()
 MAX_LIMIT, MAX_DAYS = 1000, 3660

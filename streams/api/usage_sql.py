@@ -1,6 +1,6 @@
 """The SQL of the read API, built as pure functions so it can be tested without a database.
 
-As in `streams.totals`: values travel only as bound `$n` parameters, and column names and
+As in `streams.ops.totals`: values travel only as bound `$n` parameters, and column names and
 window expressions come from fixed whitelists (never from request text).
 
 Windows are computed on the `date` column, which already holds the billing date in
@@ -22,7 +22,7 @@ from datetime import date, datetime
 from types import MappingProxyType
 from typing import Any, Literal
 
-from streams.totals import GROUP_COLUMNS, METRICS
+from streams.ops.totals import GROUP_COLUMNS, METRICS
 
 Window = Literal["day", "week", "month"]
 #: group_by names of the usage API (the window stands for the date).

@@ -1,7 +1,7 @@
 """Request elements -> charges to send and refusals, by the worker's own rules.
 
 The API refuses exactly what the worker would send to the DLQ, with the same reasons, because
-it runs the same code: `streams.decode.decode_record` on records shaped as a producer would
+it runs the same code: `streams.charge.decode.decode_record` on records shaped as a producer would
 send them (one account's elements as a JSON array, key = account_id). Elements are grouped per
 account so that a batch costs one pydantic-core call per account, not one per element; a
 refusal's index is mapped back to the element's position in the request.
@@ -20,9 +20,9 @@ from pydantic_core import PydanticSerializationError, to_json
 
 from schemas.charge import Charge
 from streams.api.bodies import Element, Refusal
-from streams.config import Settings
-from streams.decode import Limits, decode_record
-from streams.records import fill_defaults
+from streams.charge.decode import Limits, decode_record
+from streams.charge.records import fill_defaults
+from streams.config.settings import Settings
 
 _NO_KEY = b""  # elements without a text account_id: validation refuses them before the key rule
 

@@ -1,6 +1,6 @@
 """The dashboard's read side: query parameters -> `TotalsQuery` -> JSON-ready answers.
 
-Every query goes through `streams.totals.build_totals_sql` (whitelisted columns, bound values),
+Every query goes through `streams.ops.totals.build_totals_sql` (whitelisted columns, bound values),
 so the dashboard adds no SQL of its own beyond a bound LIMIT. A parameter that is unknown,
 repeated, malformed or names a value no record has is a `BadRequest` with a message for humans:
 a filter that silently matches nothing would show an empty chart that looks like "no usage".
@@ -22,8 +22,9 @@ from typing import Any
 import asyncpg
 
 from schemas.charge import SLUG_PATTERN
-from streams.config import Settings
-from streams.totals import GROUP_COLUMNS, METRICS, TotalsQuery, build_totals_sql, fetch_totals
+from streams.config.settings import Settings
+from streams.errors import BadRequest
+from streams.ops.totals import GROUP_COLUMNS, METRICS, TotalsQuery, build_totals_sql, fetch_totals
 
 FILTERS = ("account", "user", "provider", "charge_type")
 CHART_BY = ("provider", "charge_type")
@@ -33,14 +34,6 @@ LIST_LIMIT = 500  # values offered in a filter's suggestions
 _SINGLE = ("from", "to", "by", "metric")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _SLUG = re.compile(SLUG_PATTERN)
-
-
-class BadRequest(ValueError):
-    """A request the dashboard refuses with 400; `field` names the parameter at fault."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass(frozen=True)
@@ -205,7 +198,7 @@ class DlqStatus:
             return self._cached[1]
 
     async def _scan(self) -> dict[str, Any]:
-        from streams.dlq_cli import scan
+        from streams.ops.dlq import scan
 
         topic = self.settings.dlq_topic
         try:

@@ -1,4 +1,4 @@
-"""`billing dashboard`: a read-only web page over `daily_billing_records`.
+"""The dashboard's aiohttp app: a read-only web page over `daily_billing_records`.
 
 Why it is built this way:
 - Loopback by default (BILLING_DASHBOARD_HOST=127.0.0.1, BILLING_DASHBOARD_PORT=8088): billing
@@ -6,7 +6,7 @@ Why it is built this way:
   /healthz needs it, as `Authorization: Bearer <token>` (scripts) or as the password of HTTP
   Basic auth (so a browser can prompt for it and then download the CSV with a plain link);
   compared with hmac.compare_digest.
-- Read-only twice: it only issues SELECTs built by `streams.totals`, and its connections run
+- Read-only twice: it only issues SELECTs built by `streams.ops.totals`, and its connections run
   with default_transaction_read_only, so even a bug cannot write.
 - Errors are JSON with a message for humans: 400 for bad parameters (a NUL byte included),
   503 when Postgres is away, 500 without details otherwise (the traceback goes to the server
@@ -16,25 +16,21 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hmac
-import ipaddress
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import click
 from aiohttp import web
 
-from streams.cli_common import load_settings
-from streams.config import Settings
+from streams.config.settings import Settings
 from streams.dashboard import data
-from streams.errors import UsageFailure
-from streams.totals import fetch_totals, output_columns, to_csv
+from streams.errors import BadRequest, ConfigurationError
+from streams.ops.totals import fetch_totals, output_columns, to_csv
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
@@ -102,7 +98,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
             return response
     try:
         return await handler(request)
-    except data.BadRequest as exc:
+    except BadRequest as exc:
         return _error(400, str(exc), field=exc.field)
     except asyncpg.DataError as exc:  # a value Postgres cannot take (all values are the request's)
         log.info("refused a value on %s: %s", request.path, type(exc).__name__)
@@ -169,7 +165,7 @@ async def rows_csv(request: web.Request) -> web.Response:
 async def state(request: web.Request) -> web.Response:
     """Pipeline state: open days (dates with provisional rows) and the DLQ by reason."""
     if request.query:
-        raise data.BadRequest("/api/state takes no parameters")
+        raise BadRequest("/api/state takes no parameters")
     async with request.app[POOL].acquire() as conn:
         days = await data.day_list(conn)
     open_days = [{"date": d["date"].isoformat(), "rows": d["rows"]} for d in days if not d["final"]]
@@ -207,7 +203,7 @@ def check_token(token: str | None) -> None:
     """Refuse a token that is set but blank: an empty BILLING_DASHBOARD_TOKEN once turned
     authentication off without a word, and a token of spaces is no secret."""
     if token is not None and not token.strip():
-        raise UsageFailure(
+        raise ConfigurationError(
             "BILLING_DASHBOARD_TOKEN is set but blank: set a real token, or unset it to serve without one"
         )
 
@@ -227,55 +223,3 @@ def create_app(settings: Settings, token: str | None = None) -> web.Application:
     app.router.add_get("/api/state", state)
     app.router.add_static("/static/", STATIC, follow_symlinks=False)
     return app
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-async def serve(settings: Settings, host: str, port: int, token: str | None) -> None:
-    """Serve until cancelled (Ctrl-C)."""
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # an absent broker is "unavailable"
-    runner = web.AppRunner(create_app(settings, token), access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-        click.echo(f"billing dashboard on http://{host}:{port}/ (Ctrl-C stops it)")
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
-
-
-@click.command("dashboard")
-@click.option(
-    "--host", default=None, help=f"Address to bind [BILLING_DASHBOARD_HOST; default {DEFAULT_HOST}]."
-)
-@click.option(
-    "--port", type=int, default=None, help=f"Port [BILLING_DASHBOARD_PORT; default {DEFAULT_PORT}]."
-)
-def dashboard(host: str | None, port: int | None) -> None:
-    """Serve a read-only billing dashboard: daily charts, filters, CSV, pipeline state.
-
-    Set BILLING_DASHBOARD_TOKEN to require a token (Bearer, or the password of the browser's
-    login prompt). It binds to 127.0.0.1 unless told otherwise.
-    """
-    settings = load_settings()
-    host = host or settings.dashboard_host
-    port = port if port is not None else settings.dashboard_port
-    if not 0 < port < 65536:
-        raise click.ClickException(f"port {port} is out of range")
-    token = None if settings.dashboard_token is None else settings.dashboard_token.get_secret_value()
-    check_token(token)
-    if not token and not _is_loopback(host):
-        click.echo(f"warning: serving billing data on {host} without BILLING_DASHBOARD_TOKEN", err=True)
-    try:
-        asyncio.run(serve(settings, host, port, token))
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:
-        raise click.ClickException(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc

@@ -14,7 +14,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from streams.topic_reader import read_topic
+from streams.kafka.topic_reader import read_topic
 from tests.faults.producers import Producers
 from tests.support import produce_raw
 

@@ -22,10 +22,11 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from streams.embedded_broker import EmbeddedBroker, ensure_topics
-from streams.embedded_postgres import EmbeddedPostgres
-from streams.migrate import migrate
-from streams.synthetic import synthetic_charges
+from streams.embedded.broker import EmbeddedBroker
+from streams.embedded.postgres import EmbeddedPostgres
+from streams.kafka.topics import ensure_topics
+from streams.sink.migrate import migrate
+from streams.testing.synthetic import synthetic_charges
 from tests.faults import truth
 from tests.faults.catchup import caught_up
 from tests.faults.dead_letters import DeadLetters

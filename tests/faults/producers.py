@@ -15,7 +15,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from streams.producer import ChargeProducer
+from streams.producer.producer import ChargeProducer
 from tests.support import produce_raw
 
 KINDS = ("library", "single", "librdkafka", "explicit")

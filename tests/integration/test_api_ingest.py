@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from streams.api.ingest import IngestResult
-from streams.embedded_broker import EmbeddedBroker
+from streams.embedded.broker import EmbeddedBroker
 from tests.api_support import bearer, create_key, good_charges, pipeline, post_until
 from tests.integration.tcp_proxy import TcpProxy
 from tests.support import charge_dict, free_port, wait_until

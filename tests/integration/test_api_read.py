@@ -72,7 +72,7 @@ async def test_portal_token_never_sees_another_account(broker, database, tmp_pat
 async def _keys_are_listed_never_shown(
     env: dict[str, str], ingest: str, portal: str, admin: str, mine: str
 ) -> None:
-    from streams.api.cli import keys
+    from streams.cli.api import keys
 
     listed = await billing_cli(env, keys, "list")
     assert listed.exit_code == 0, listed.output
@@ -86,7 +86,7 @@ async def _keys_are_listed_never_shown(
 
 
 async def _revoke(env: dict[str, str], key: str) -> Any:
-    from streams.api.cli import keys
+    from streams.cli.api import keys
 
     return await billing_cli(env, keys, "revoke", key.split("_")[1])
 

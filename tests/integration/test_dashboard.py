@@ -33,10 +33,10 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from streams.config import Settings
+from streams.charge.dead_letter import encode, make_dead_letter
+from streams.config.settings import Settings
 from streams.dashboard.server import create_app
-from streams.dlq import encode, make_dead_letter
-from streams.embedded_broker import ensure_topics
+from streams.kafka.topics import ensure_topics
 from tests.support import ROOT, free_port, produce_raw, unique
 
 pytestmark = pytest.mark.integration
@@ -391,7 +391,7 @@ async def test_command_serves_on_loopback_with_env_settings(loaded: str) -> None
     env = {k: v for k, v in os.environ.items() if not k.startswith("BILLING_")}
     env |= {"BILLING_DATABASE_URL": loaded, "BILLING_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
     env |= {"BILLING_DASHBOARD_PORT": str(port), "BILLING_DASHBOARD_TOKEN": "t0ken"}
-    code = "from streams.dashboard.server import dashboard; dashboard()"
+    code = "from streams.cli.dashboard import dashboard; dashboard()"
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",

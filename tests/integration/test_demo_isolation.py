@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from streams.demo import DEMO_DATABASE_PREFIX, with_database
+from streams.cli.demo import DEMO_DATABASE_PREFIX, with_database
 from tests.conftest import drop_database
 from tests.support import ROOT
 

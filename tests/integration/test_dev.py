@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -19,33 +18,23 @@ import asyncpg
 import pytest
 from click.testing import CliRunner
 
-from streams.config import Settings, get_settings
-from streams.dev import dev
-from streams.embedded_broker import (
-    BrokerError,
-    EmbeddedBroker,
-    TopicMismatchError,
-    ensure_topics,
-    kafka_answers,
-    parse_bootstrap,
-)
-from streams.embedded_postgres import (
+from streams.cli.dev import dev
+from streams.config.settings import Settings, get_settings
+from streams.embedded.broker import EmbeddedBroker, kafka_answers, parse_bootstrap
+from streams.embedded.ports import free_port
+from streams.embedded.postgres import (
     EmbeddedPostgres,
     effective_database_url,
     postgres_reachable,
     redact_url,
 )
+from streams.errors import BrokerError, TopicMismatchError
+from streams.kafka.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
 SYSTEM_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 UNREACHABLE = "postgresql://postgres:hunter2@127.0.0.1:1/billing_dev_test"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _alive(pid: int) -> bool:

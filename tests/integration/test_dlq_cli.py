@@ -19,9 +19,9 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from click.testing import Result
 
-from streams import dlq as envelope
-from streams.dlq_cli import dlq
-from streams.embedded_broker import ensure_topics
+from streams.charge import dead_letter as envelope
+from streams.cli.dlq import dlq
+from streams.kafka.topics import ensure_topics
 from tests.api_support import billing_cli
 from tests.integration.test_safe_cli import billing
 from tests.support import (

@@ -16,9 +16,10 @@ import asyncpg
 import pytest
 from confluent_kafka import Producer
 
-from streams.dlq import decode as decode_letter
-from streams.embedded_broker import EmbeddedBroker, ensure_topics
-from streams.producer import ChargeProducer
+from streams.charge.dead_letter import decode as decode_letter
+from streams.embedded.broker import EmbeddedBroker
+from streams.kafka.topics import ensure_topics
+from streams.producer.producer import ChargeProducer
 from tests.integration.test_pipeline import read_dlq
 from tests.integration.test_safe_cli import billing
 from tests.integration.test_sink import refuse_poison

@@ -19,11 +19,11 @@ litellm = pytest.importorskip(
 from litellm import ModelResponse, Usage  # noqa: E402
 from litellm.types.utils import CompletionTokensDetailsWrapper, PromptTokensDetailsWrapper  # noqa: E402
 
-from streams.config import Settings  # noqa: E402
-from streams.embedded_broker import ensure_topics  # noqa: E402
-from streams.litellm_callback import BillingCallback  # noqa: E402
-from streams.producer import acreate_charge  # noqa: E402
-from streams.topic_reader import read_topic  # noqa: E402
+from streams.config.settings import Settings  # noqa: E402
+from streams.kafka.topic_reader import read_topic  # noqa: E402
+from streams.kafka.topics import ensure_topics  # noqa: E402
+from streams.producer.litellm_callback import BillingCallback  # noqa: E402
+from streams.producer.producer import acreate_charge  # noqa: E402
 from tests.support import unique, wait_until  # noqa: E402
 
 pytestmark = [

@@ -11,8 +11,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from streams.demo import with_database
-from streams.migrate import available_migrations
+from streams.cli.demo import with_database
+from streams.sink.migrate import available_migrations
 from tests.conftest import drop_database
 from tests.integration.test_demo_isolation import demo_databases
 from tests.support import ROOT, free_port, unique

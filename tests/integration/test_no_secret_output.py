@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from streams.cli import main
+from streams.cli.main import main
 from tests.conftest import drop_database
 from tests.integration.test_demo_isolation import demo_databases
 from tests.support import ROOT, charge_dict, free_port, pipeline_env
-from tests.unit.test_cli_secrets import command_paths
+from tests.unit.cli.test_cli_secrets import command_paths
 
 pytestmark = pytest.mark.integration
 PLANTED = ("PlantedUserPW1", "PlantedQueryPW2", "PlantedSslPW3", "PlantedSasl4", "PlantedToken5")

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from streams.embedded_broker import ensure_topics
+from streams.kafka.topics import ensure_topics
 from tests.integration.tcp_proxy import TcpProxy
 from tests.support import (
     WorkerProcess,

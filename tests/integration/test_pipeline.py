@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.embedded_broker import ensure_topics
+from streams.kafka.topics import ensure_topics
 from tests.support import (
     WorkerProcess,
     charge_dict,

@@ -28,17 +28,18 @@ from aiokafka.structs import ConsumerRecord
 from click.testing import CliRunner
 
 from schemas.charge import Charge
-from streams.config import Settings, get_settings
-from streams.decode import Limits, decode_record
-from streams.produce_cli import produce
-from streams.producer import (
+from streams.charge.decode import Limits, decode_record
+from streams.cli.produce import produce
+from streams.config.settings import Settings, get_settings
+from streams.embedded.ports import free_port
+from streams.producer.producer import (
     BrokerUnavailableError,
     ChargeProducer,
     DeliveryError,
     create_charge,
     set_profile_resolver,
 )
-from streams.synthetic import synthetic_charges
+from streams.testing.synthetic import synthetic_charges
 
 pytestmark = pytest.mark.integration
 
@@ -49,12 +50,6 @@ LIMITS = Limits(
     zone=ZoneInfo("UTC"),
     late_horizon=timedelta(days=35),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Broker:

@@ -1,7 +1,7 @@
 """End to end on the real broker and Postgres: replay and rebuild restore exactly the
 ground truth, change nothing else, and refuse bad requests with one line and a non-zero exit.
 
-The commands run as subprocesses (`python -m streams.replay_cli`), the worker as `billing worker`.
+The commands run as subprocesses (`python -m streams.cli.replay`), the worker as `billing worker`.
 Ground truth comes from what the test produced (tests.support.ground_truth), and the expected
 replay offsets from the test's own reading of the records' timestamps.
 """
@@ -21,7 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.embedded_broker import ensure_topics
+from streams.kafka.topics import ensure_topics
 from tests.support import (
     ROOT,
     WorkerProcess,
@@ -130,7 +130,7 @@ async def committed(env: dict[str, str]) -> dict[int, int]:
 
 
 async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "streams.replay_cli", *args]
+    command = [sys.executable, "-m", "streams.cli.replay", *args]
     return await asyncio.to_thread(
         subprocess.run, command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
     )
@@ -382,7 +382,7 @@ async def test_rebuild_restores_exactly_the_corrupted_day_while_the_worker_runs(
         one_line_error(await cli(env, "rebuild", "--from", str(d2), "--to", str(d1)), "is after")
 
         # The worker got further than the rebuild's own read: the tail is read under the lock.
-        import streams.rebuild as rb
+        import streams.ops.rebuild as rb
 
         ends = {p: len(s) for p, s in (await read_stamps(env, records)).items()}
         real_read, starts = rb.read_topic, []
@@ -420,7 +420,7 @@ async def _rows_match(database: str, expected: dict, days: tuple[date, ...]) -> 
 async def test_retention_check_warns_about_short_retention(broker, tmp_path):
     from aiokafka.admin import NewTopic
 
-    from streams.retention import check_retention
+    from streams.kafka.retention import check_retention
 
     env = pipeline_env(broker, "postgresql://unused/none", tmp_path / "data", partitions="1")
     settings = settings_from(env)

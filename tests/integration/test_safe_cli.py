@@ -17,11 +17,11 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from streams import dlq as envelope
-from streams.config import Settings
+from streams.charge import dead_letter as envelope
+from streams.config.settings import Settings
 from streams.dashboard.server import create_app
-from streams.embedded_broker import ensure_topics
-from streams.errors import UsageFailure
+from streams.errors import ConfigurationError
+from streams.kafka.topics import ensure_topics
 from tests.support import ROOT, charge_dict, free_port, pipeline_env, produce_raw, settings_from
 
 pytestmark = pytest.mark.integration
@@ -111,7 +111,7 @@ def test_dashboard_refuses_a_blank_token(token: str, tmp_path: Path) -> None:
     out = billing(env, "dashboard")
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.count("\n") == 1 and "BILLING_DASHBOARD_TOKEN is set but blank" in out.stderr
-    with pytest.raises(UsageFailure):
+    with pytest.raises(ConfigurationError):
         create_app(settings_from(env), token)
 
 

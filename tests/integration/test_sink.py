@@ -9,11 +9,12 @@ import asyncpg
 import pytest
 
 from schemas.charge import Charge
-from streams.aggregate import Batch
-from streams.closing import DayCloser, Observation
-from streams.config import Settings
-from streams.settle import PendingCharge
-from streams.sink import PostgresSink, SinkDataError
+from streams.config.settings import Settings
+from streams.errors import SinkDataError
+from streams.rules.batch import Batch
+from streams.rules.settle import PendingCharge
+from streams.sink.postgres import PostgresSink
+from streams.worker.closing import DayCloser, Observation
 
 pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC)

@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from streams.embedded_broker import EmbeddedBroker, ensure_topics
+from streams.embedded.broker import EmbeddedBroker
+from streams.kafka.topics import ensure_topics
 from tests.integration.test_pipeline import rows_match
 from tests.support import (
     WorkerProcess,

@@ -21,9 +21,10 @@ import asyncpg
 import pytest
 from click.testing import CliRunner
 
-from streams.config import get_settings
-from streams.migrate import migrate as apply_migrations
-from streams.totals import GROUP_COLUMNS, METRICS, TotalsQuery, fetch_totals, to_csv, to_json, totals
+from streams.cli.totals import totals
+from streams.config.settings import get_settings
+from streams.ops.totals import GROUP_COLUMNS, METRICS, TotalsQuery, fetch_totals, to_csv, to_json
+from streams.sink.migrate import migrate as apply_migrations
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ import asyncpg
 import pytest
 
 from schemas.charge import Charge
-from streams.aggregate import Batch
-from streams.config import Settings
-from streams.migrate import available_migrations, migrate
-from streams.sink import PostgresSink
+from streams.config.settings import Settings
+from streams.rules.batch import Batch
+from streams.sink.migrate import available_migrations, migrate
+from streams.sink.postgres import PostgresSink
 from tests.support import unique
 
 pytestmark = pytest.mark.integration

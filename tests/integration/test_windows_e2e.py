@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from streams.embedded_broker import ensure_topics
+from streams.kafka.topics import ensure_topics
 from tests.integration.test_pipeline import rows_match
 from tests.support import (
     WorkerProcess,

@@ -23,8 +23,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from streams.dlq import decode as decode_letter
-from streams.embedded_broker import ensure_topics
+from streams.charge.dead_letter import decode as decode_letter
+from streams.kafka.topics import ensure_topics
 from tests.support import (
     WorkerProcess,
     fetch_rows,

@@ -33,13 +33,13 @@ def compose() -> dict[str, Any]:
 
 
 def billing_env_names() -> set[str]:
-    from streams.config_doc import env_names
+    from streams.config.reference import env_names
 
     return set(env_names())
 
 
 def subcommands() -> set[str]:
-    from streams.cli import main
+    from streams.cli.main import main
 
     return set(main.commands)
 
@@ -127,7 +127,7 @@ def test_compose_healthchecks_hit_health() -> None:
     assert "--partitions" in script and "retention.ms" in script
     assert init["environment"]["PARTITIONS"] == "${BILLING_PARTITIONS:-8}"
     retention_days = int(init["environment"]["RETENTION_MS"].split(":-")[1].rstrip("}")) / 86_400_000
-    from streams.config import Settings
+    from streams.config.settings import Settings
 
     assert retention_days > Settings.model_fields["late_horizon"].default.days
 
@@ -196,7 +196,7 @@ def test_dashboard_queries_only_known_metric_names() -> None:
     """Static half of the check (the live half scrapes a worker): names follow our prefixes."""
     names = dashboard_metric_names()
     assert "billing_charges_accepted_total" in names and "billing_consumer_lag" in names
-    from streams import metrics
+    from streams.worker import metrics
 
     source = Path(metrics.__file__).read_text()
     ours = {n for n in names if n.startswith("billing_") and not n.startswith("billing_faust_")}

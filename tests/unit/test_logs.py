@@ -10,7 +10,7 @@ import logging.config
 import pytest
 
 from streams import logs
-from streams.config import Settings
+from streams.config.settings import Settings
 from streams.redaction import redact_text
 
 DB_PW = "db-pw-9f8e7d"

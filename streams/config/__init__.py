@@ -1,0 +1,3 @@
+"""Configuration: `Settings` from BILLING_* variables (pydantic-settings) and the generated
+configuration reference.
+"""

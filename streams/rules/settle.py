@@ -1,0 +1,214 @@
+"""What one flush adds to which daily row: the exactness rules as pure functions.
+
+The sink runs them inside its flush transaction, between reading what Postgres knows (the
+sources' offset fences and closure marks, the dedup winners; all under the partitions' locks)
+and writing the result; `billing rebuild` runs the same functions over the whole topic. The
+argument for why they make every charge count exactly once is in docs/architecture.md; in short:
+
+- a charge read from a source at or below that source's fence was applied before (a re-read):
+  it is skipped, whatever row it belongs to;
+- a charge whose day was closed more than the late horizon before the charge was applied is
+  `too_late` (to the DLQ), unless the record carries an operator's acceptance;
+- of the copies of one idempotency key (account_id, event_id), only the copy recorded as the
+  winner in the dedup ledger counts; the others are duplicates;
+- a counted charge is late when its day had closed before its source reached it (the closure
+  mark of its source), so a replay and a rebuild reach the same verdict as the first read.
+
+Everything is compared within one source only: a source is one incarnation of one partition of
+one topic, so partitioners, topic cut-overs and brokers that come back empty cannot mix fences.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import NamedTuple
+
+
+class DailyKey(NamedTuple):
+    """The key of one daily row (equal to, and hashing as, the plain tuple of its fields)."""
+
+    account_id: str
+    user_id: str
+    provider: str
+    date: date
+    charge_type: str
+
+
+Coordinates = tuple[int, int, int]  # source id, offset, position in the record
+SUMMED = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
+
+
+class PendingCharge(NamedTuple):
+    """One accepted charge waiting for its flush, with where it was read."""
+
+    dedup_key: bytes
+    partition: int
+    offset: int
+    position: int
+    account_id: str
+    user_id: str
+    provider: str
+    day: date
+    charge_type: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    event_id: str
+    accept_late: bool = False  # an operator re-drove it with the late horizon lifted
+
+    @property
+    def daily_key(self) -> DailyKey:
+        return DailyKey(self.account_id, self.user_id, self.provider, self.day, self.charge_type)
+
+
+def dedup_key(account_id: str, event_id: str) -> bytes:
+    """The idempotency key, scoped by account: 16 bytes instead of two texts in the ledger."""
+    a, e = account_id.encode(), event_id.encode()
+    return hashlib.blake2b(len(a).to_bytes(4, "big") + a + e, digest_size=16).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ClosureMarks:
+    """Where one source stood each time days were closed, ascending.
+
+    `through[i]` was closed once the source had applied every offset up to `applied[i]`; both
+    only grow, since a source is read in order and days never reopen.
+    """
+
+    through: tuple[date, ...] = ()
+    applied: tuple[int, ...] = ()
+
+    def closed_before(self, offset: int) -> date | None:
+        """The last day that was already closed when the charge at `offset` was applied."""
+        at = bisect.bisect_left(self.applied, offset) - 1
+        return self.through[at] if at >= 0 else None
+
+
+def closure_marks(rows: Iterable[tuple[int, date, int]]) -> dict[int, ClosureMarks]:
+    """(source id, closed_through, applied_offset) rows into marks per source."""
+    per: dict[int, list[tuple[date, int]]] = {}
+    for source, through, applied in rows:
+        per.setdefault(source, []).append((through, applied))
+    out = {}
+    for source, marks in per.items():
+        marks.sort()
+        out[source] = ClosureMarks(tuple(m[0] for m in marks), tuple(m[1] for m in marks))
+    return out
+
+
+NO_MARKS = ClosureMarks()
+
+
+def is_too_late(charge: PendingCharge, closed: date | None, horizon_days: int) -> bool:
+    """Its day had been closed for the whole late horizon before the charge was applied."""
+    return not charge.accept_late and closed is not None and (closed - charge.day).days >= horizon_days
+
+
+@dataclass(slots=True)
+class Admission:
+    admitted: list[PendingCharge]
+    too_late: list[PendingCharge]
+    reread: int  # charges at or below their source's fence
+
+
+def admit(
+    charges: Iterable[PendingCharge],
+    sources: Mapping[int, int],
+    fences: Mapping[int, int],
+    marks: Mapping[int, ClosureMarks],
+    horizon_days: int,
+) -> Admission:
+    """Drop re-reads (at or below the fence of their source) and set aside the too-late ones.
+
+    `sources` maps a partition to its current source id, `fences` a source id to the last offset
+    it applied. The too-late verdict uses only the recorded closure marks and the charge's
+    coordinates, so a replay, a rebuild and the first read agree on it.
+    """
+    admitted: list[PendingCharge] = []
+    too_late: list[PendingCharge] = []
+    reread = 0
+    for c in charges:
+        source = sources[c.partition]
+        if c.offset <= fences.get(source, -1):
+            reread += 1
+        elif is_too_late(c, marks.get(source, NO_MARKS).closed_before(c.offset), horizon_days):
+            too_late.append(c)
+        else:
+            admitted.append(c)
+    return Admission(admitted, too_late, reread)
+
+
+def first_sightings(charges: Iterable[PendingCharge], sources: Mapping[int, int]) -> dict[bytes, Coordinates]:
+    """Per idempotency key, the smallest coordinates it has in this batch: the copy that counts
+    when the ledger has no winner for it yet."""
+    first: dict[bytes, Coordinates] = {}
+    for c in charges:
+        where = (sources[c.partition], c.offset, c.position)
+        known = first.get(c.dedup_key)
+        if known is None or where < known:
+            first[c.dedup_key] = where
+    return first
+
+
+@dataclass(slots=True)
+class RowDelta:
+    """What one flush adds to one daily row."""
+
+    key: DailyKey
+    sums: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0])  # in SUMMED order
+    charge_count: int = 0
+    late_charge_count: int = 0
+
+
+@dataclass(slots=True)
+class Settlement:
+    deltas: list[RowDelta]
+    duplicates: int  # charges whose idempotency key counts elsewhere
+    late: int  # counted charges of days that were already closed
+
+
+def settle(
+    charges: Iterable[PendingCharge],
+    sources: Mapping[int, int],
+    winners: Mapping[bytes, Coordinates],
+    marks: Mapping[int, ClosureMarks],
+) -> Settlement:
+    """Sum the admitted charges that win their idempotency key, one delta per daily row.
+
+    `winners` maps every key of the batch to the coordinates that count (the ledger's winner,
+    or the batch's own first sighting for a new key).
+    """
+    deltas: dict[DailyKey, RowDelta] = {}
+    duplicates = late = 0
+    for c in charges:
+        source = sources[c.partition]
+        if winners[c.dedup_key] != (source, c.offset, c.position):
+            duplicates += 1
+            continue
+        key = c.daily_key
+        delta = deltas.get(key)
+        if delta is None:
+            delta = deltas[key] = RowDelta(key)
+        totals = delta.sums
+        totals[0] += c.prompt_tokens
+        totals[1] += c.completion_tokens
+        totals[2] += c.total_tokens
+        totals[3] += c.cached_tokens
+        totals[4] += c.reasoning_tokens
+        delta.charge_count += 1
+        closed = marks.get(source, NO_MARKS).closed_before(c.offset)
+        if closed is not None and c.day <= closed:
+            delta.late_charge_count += 1
+            late += 1
+    return Settlement(list(deltas.values()), duplicates, late)
+
+
+def horizon_days(horizon_seconds: float) -> int:
+    """The late horizon in whole days (at least one): days close whole, so it is counted in days."""
+    return max(1, int(horizon_seconds // 86400))

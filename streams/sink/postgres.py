@@ -1,0 +1,388 @@
+"""The Postgres sink: one transaction per flush makes every charge count exactly once.
+
+Why Postgres holds the fences, not a Faust table: the effect must be durable where people read
+it. Each flush adds the batch's charges to their rows, records the winners of their idempotency
+keys and moves the fences of their sources in the same transaction, so a crash at any point
+leaves either all of a flush or none of it. Kafka offsets are acknowledged only after the
+commit; whatever is read again after a crash, a rebalance or `billing replay` lies at or below
+its source's fence and is skipped. docs/architecture.md has the whole argument.
+
+Transient errors (Postgres down, restarting, a dropped or frozen connection) are retried with
+capped exponential backoff on a fresh connection while the worker holds its batch; an error
+caused by a record's content is raised as `SinkDataError` for the worker to dead-letter that
+record; anything else is fatal and raised, so the worker stops loudly instead of skipping data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import TypeVar
+
+import asyncpg
+
+from streams import crashpoints
+from streams.config.settings import Settings
+from streams.errors import SinkDataError, SinkFatalError
+from streams.rules.batch import Batch
+from streams.rules.settle import (
+    Coordinates,
+    PendingCharge,
+    RowDelta,
+    admit,
+    closure_marks,
+    first_sightings,
+    horizon_days,
+    settle,
+)
+from streams.sink import pg, sql
+from streams.sink.pg import RECORD_ERRORS, TRANSIENT
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Refuse = Callable[[list[PendingCharge]], Awaitable[None]]
+
+
+class _TooLate(Exception):
+    """Inside a flush: these charges must be dead-lettered before the batch can commit."""
+
+    def __init__(self, charges: list[PendingCharge]) -> None:
+        super().__init__(f"{len(charges)} charges too late")
+        self.charges = charges
+
+
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    charges: int
+    duplicates: int
+    rows_written: int
+    seconds: float
+    late: int = 0  # charges added to an already-final day (counted for metrics only)
+
+    @classmethod
+    def total(cls, results: list[FlushResult]) -> FlushResult:
+        """One result for shares of a batch committed side by side (the slowest one's time)."""
+        return cls(
+            sum(r.charges for r in results),
+            sum(r.duplicates for r in results),
+            sum(r.rows_written for r in results),
+            max(r.seconds for r in results),
+            sum(r.late for r in results),
+        )
+
+
+def _delta_row(d: RowDelta) -> tuple[object, ...]:
+    """A delta in the column order of `sql.DELTA_COLUMNS`."""
+    return (*d.key, *d.sums, d.charge_count, d.late_charge_count)
+
+
+def _days_by_partition(batch: Batch) -> dict[int, tuple[date, date]]:
+    """The first and last billing day of the charges each partition brought."""
+    out: dict[int, tuple[date, date]] = {}
+    for r in batch.rows:
+        span = out.get(r.partition)
+        if span is None:
+            out[r.partition] = (r.day, r.day)
+        elif r.day < span[0] or r.day > span[1]:
+            out[r.partition] = (min(span[0], r.day), max(span[1], r.day))
+    return out
+
+
+class PostgresSink:
+    """Writes batches (and runs the day closer's transactions); safe to share between the agent
+    and the timers: one operation at a time per connection."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_retry: Callable[[BaseException, int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topic = settings.charges_topic
+        self._conn: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._on_retry = on_retry
+        self._stopped = False
+        # More connections, each flushing its share of a batch's partitions at the same time.
+        self._lanes: list[PostgresSink] = []
+        self._horizon_days = horizon_days(settings.late_horizon.total_seconds())
+        self._legacy_ledger = True  # until a connection finds the pre-upgrade ledger empty
+        self.failing_since: float | None = None  # monotonic time of the first failure in a row
+        self._busy_since: float | None = None  # monotonic start of the operation under way
+
+    @property
+    def connected(self) -> bool:
+        """True while the sink holds an open Postgres connection."""
+        return self._conn is not None and not self._conn.is_closed()
+
+    @property
+    def healthy(self) -> bool:
+        """Connected, and no write of this sink (or its lanes) is failing or stuck right now:
+        what /ready reports."""
+        return self.connected and not any(s.troubled for s in (self, *self._lanes))
+
+    @property
+    def troubled(self) -> bool:
+        """Failing, or busy for longer than a statement may take (a frozen connection)."""
+        limit = self.settings.pg_command_timeout.total_seconds()
+        busy = self._busy_since is not None and time.monotonic() - self._busy_since > limit
+        return self.failing_since is not None or busy
+
+    async def start(self) -> None:
+        """Connect now (retrying while Postgres is unreachable) rather than at the first flush."""
+
+        async def noop(conn: asyncpg.Connection) -> None:
+            return None
+
+        await self._run(noop)
+        lanes = [
+            PostgresSink(self.settings, self._on_retry) for _ in range(self.settings.sink_connections - 1)
+        ]
+        for lane in lanes:
+            await lane._run(noop)
+        self._lanes = lanes
+
+    async def stop(self) -> None:
+        self._stopped = True
+        for lane in self._lanes:
+            await lane.stop()
+        if self._conn is not None:
+            await self._conn.close(timeout=5)
+            self._conn = None
+
+    async def flush(self, batch: Batch, refuse: Refuse | None = None) -> FlushResult:
+        """Make the batch durable; returns only once all of it is committed.
+
+        With several connections the batch's partitions are shared out and each share commits
+        in its own transaction. Should one fail, the others may have committed: the batch stays
+        unacknowledged and its replay finds their charges fenced off, so nothing counts twice.
+        """
+        lanes = [self, *self._lanes]
+        parts = batch.split(len(lanes))
+        if len(parts) == 1:
+            return await self._flush(batch, refuse)
+        outcomes = await asyncio.gather(
+            *(lane._flush(part, refuse) for lane, part in zip(lanes, parts, strict=False)),
+            return_exceptions=True,
+        )
+        done = [o for o in outcomes if isinstance(o, FlushResult)]
+        if len(done) < len(outcomes):  # every share has finished: now report the failure
+            raise next(o for o in outcomes if isinstance(o, BaseException))
+        return FlushResult.total(done)
+
+    async def _flush(self, batch: Batch, refuse: Refuse | None = None) -> FlushResult:
+        """One transaction for the batch. Charges found too late are handed to `refuse` (their
+        dead letters must be durable first), outside the transaction, and the flush runs again
+        without them; closures only grow, so the verdicts of a retry include the earlier ones."""
+        refused: set[tuple[int, int, int]] = set()
+        while True:
+            try:
+                return await self._run(
+                    lambda conn: self._write(conn, batch.without(refused) if refused else batch)
+                )
+            except _TooLate as exc:
+                if refuse is None:
+                    raise SinkFatalError(
+                        "charges too late to bill, and nowhere to dead-letter them"
+                    ) from None
+                await refuse(exc.charges)
+                refused.update((c.partition, c.offset, c.position) for c in exc.charges)
+
+    async def _write(self, conn: asyncpg.Connection, batch: Batch) -> FlushResult:
+        if batch.empty:
+            return FlushResult(0, 0, 0, 0.0)
+        started = asyncio.get_running_loop().time()
+        partitions = sorted(batch.marks)
+        marks = [batch.marks[p] for p in partitions]
+        async with conn.transaction():
+            locked = await conn.fetch(sql.LOCK_PARTITIONS, self.topic, partitions)
+            if len(locked) != len(partitions):
+                raise SinkFatalError(
+                    f"partitions {partitions} of {self.topic!r} are not all known to the sink; "
+                    f"does BILLING_PARTITIONS ({self.settings.partitions}) match the topic?"
+                )
+            sources, fences = await self._sources(conn, locked, batch)
+            closed = await conn.fetchval(sql.READ_CLOSED)
+            written = late = duplicates = 0
+            charges = 0
+            if batch.rows:
+                closure_rows = await conn.fetch(sql.CLOSURES, sorted(set(sources.values())))
+                marks_by_source = closure_marks(closure_rows)
+                admission = admit(batch.rows, sources, fences, marks_by_source, self._horizon_days)
+                if admission.too_late:
+                    raise _TooLate(admission.too_late)
+                if admission.admitted:
+                    await conn.execute(sql.PLAN_FOR_BATCH)
+                    winners = await self._winners(conn, admission.admitted, sources)
+                    settled = settle(admission.admitted, sources, winners, marks_by_source)
+                    written, late, duplicates = len(settled.deltas), settled.late, settled.duplicates
+                    charges = len(admission.admitted)
+                    if settled.deltas:
+                        deltas = sorted(map(_delta_row, settled.deltas))  # index order
+                        columns = zip(*deltas, strict=True)
+                        await conn.execute(sql.UPSERT, *map(list, columns), closed)
+            crashpoints.reached("inside_flush_transaction")
+            days = _days_by_partition(batch)
+            await conn.execute(
+                sql.ADVANCE,
+                self.topic,
+                partitions,
+                [m.max_offset for m in marks],
+                [m.max_event_time for m in marks],
+                [m.charges > 0 for m in marks],
+                [days.get(p, (None, None))[0] for p in partitions],
+                [days.get(p, (None, None))[1] for p in partitions],
+            )
+        elapsed = asyncio.get_running_loop().time() - started
+        return FlushResult(charges, int(duplicates), int(written), elapsed, int(late))
+
+    async def _winners(
+        self, conn: asyncpg.Connection, admitted: list[PendingCharge], sources: dict[int, int]
+    ) -> dict[bytes, Coordinates]:
+        """Record the batch's new idempotency keys; the winner of every key of the batch."""
+        counted_before: set[bytes] = set()
+        if self._legacy_ledger:  # bare event_ids from before the upgrade: counted already
+            found = {r[0] for r in await conn.fetch(sql.LEGACY_SEEN, list({c.event_id for c in admitted}))}
+            counted_before = {c.dedup_key for c in admitted if c.event_id in found}
+        winners = first_sightings((c for c in admitted if c.dedup_key not in counted_before), sources)
+        keys = sorted(winners)  # in index order: a B-tree takes sorted inserts far faster
+        if keys:
+            seen = [keys, *map(list, zip(*(winners[k] for k in keys), strict=True))]
+            if await conn.fetchval(sql.RECORD_SEEN, *seen) < len(keys):  # known before: those win
+                for r in await conn.fetch(sql.SEEN_ELSEWHERE, *seen):
+                    winners[r[0]] = (r[1], r[2], r[3])
+        for key in counted_before:
+            winners[key] = (-1, -1, -1)  # no copy in this batch wins
+        return winners
+
+    async def _sources(
+        self, conn: asyncpg.Connection, locked: list[asyncpg.Record], batch: Batch
+    ) -> tuple[dict[int, int], dict[int, int]]:
+        """Each partition's current source (a new one when its offset 0 now holds another record)
+        and each source's fence."""
+        sources: dict[int, int] = {}
+        fences: dict[int, int] = {}
+        for r in locked:
+            partition, source, fence, stored = (
+                r["partition"],
+                r["source_id"],
+                r["applied_offset"],
+                r["first_record"],
+            )
+            fingerprint = batch.marks[partition].first_record
+            starts_over = fingerprint is not None and stored is not None and stored != fingerprint
+            if source is None or starts_over:
+                if starts_over:
+                    log.warning(
+                        "partition %d of %s starts over at offset 0 with another record (topic recreated or "
+                        "broker restarted empty): a new source, fenced from the old one",
+                        partition,
+                        self.topic,
+                    )
+                source = await conn.fetchval(
+                    sql.NEW_SOURCE, self.topic, partition, fingerprint, fence, r["source_id"]
+                )
+                fence = -1
+            elif fingerprint is not None and stored is None:
+                await conn.execute(sql.SET_FIRST_RECORD, self.topic, partition, fingerprint, source)
+            sources[partition], fences[source] = source, fence
+        return sources, fences
+
+    async def purge_seen(self) -> int:
+        """Forget idempotency keys older than BILLING_DEDUP_HORIZON."""
+
+        async def purge(conn: asyncpg.Connection) -> int:
+            status = await conn.execute(sql.PURGE_SEEN, self.settings.dedup_horizon)
+            if self._legacy_ledger:
+                await conn.execute(sql.PURGE_LEGACY, self.settings.dedup_horizon)
+                self._legacy_ledger = bool(await conn.fetchval(sql.LEGACY_PRESENT))
+            return int(status.split()[-1])
+
+        return await self._run(purge)
+
+    async def skips(self) -> set[tuple[int, int]]:
+        """(partition, offset) of the records an operator chose to skip (`billing dlq skip`)."""
+
+        async def read(conn: asyncpg.Connection) -> set[tuple[int, int]]:
+            return {(r[0], r[1]) for r in await conn.fetch(sql.SKIPS, self.topic)}
+
+        return await self._run(read)
+
+    async def day_status(self) -> tuple[int, date | None]:
+        """(billing days with provisional rows, closed_through) for the metrics."""
+
+        async def read(conn: asyncpg.Connection) -> tuple[int, date | None]:
+            open_days = await conn.fetchval(sql.OPEN_DAYS)
+            return int(open_days), await conn.fetchval(sql.READ_CLOSED)
+
+        return await self._run(read)
+
+    async def run(self, operation: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run `operation` on the sink's connection with its retries (for the day closer)."""
+        return await self._run(operation)
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            # Every statement has a deadline: a connection that stops answering (packets dropped,
+            # sockets open) fails the flush, which is retried on a fresh connection.
+            conn = await pg.connect(self.settings)
+            # The bookkeeping rows every flush locks; cheap and idempotent, so on every connect.
+            await conn.execute(sql.ENSURE_PARTITIONS, self.topic, self.settings.partitions)
+            await conn.execute(sql.ENSURE_CALENDAR)
+            self._legacy_ledger = bool(await conn.fetchval(sql.LEGACY_PRESENT))
+            self._conn = conn
+        return self._conn
+
+    async def _run(self, operation: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run `operation` until it succeeds; transient failures wait and retry on a fresh
+        connection, others raise. A statement past its deadline counts as transient."""
+        attempt = 0
+        cap = self.settings.pg_retry_max_backoff.total_seconds()
+        async with self._lock:
+            self._busy_since = time.monotonic()
+            try:
+                while True:
+                    try:
+                        result = await operation(await self._connection())
+                        self.failing_since = None
+                        return result
+                    except TRANSIENT as exc:
+                        attempt += 1
+                        if self.failing_since is None:
+                            self.failing_since = time.monotonic()
+                        await self._drop_connection()
+                        if self._stopped:
+                            raise
+                        delay = min(cap, 0.2 * 2 ** min(attempt, 10)) * (0.5 + random.random() / 2)
+                        log.warning(
+                            "postgres unavailable or not answering (%s, failing for %.0fs); retry %d in "
+                            "%.1fs on a new connection, holding the batch",
+                            type(exc).__name__,
+                            time.monotonic() - self.failing_since,
+                            attempt,
+                            delay,
+                        )
+                        if self._on_retry:
+                            self._on_retry(exc, attempt)
+                        await asyncio.sleep(delay)
+                    except (SinkFatalError, _TooLate):
+                        raise
+                    except RECORD_ERRORS as exc:
+                        # The message may quote the value: it stays out of the log and the exception.
+                        raise SinkDataError(f"postgres refused a value: {type(exc).__name__}") from None
+                    except asyncpg.PostgresError as exc:
+                        raise SinkFatalError(
+                            f"postgres rejected the write: {type(exc).__name__}: {exc}"
+                        ) from exc
+            finally:
+                self._busy_since = None
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
