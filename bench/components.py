@@ -1,7 +1,10 @@
 """Where a worker's time goes: its two halves measured alone, in this process, on the same records.
 
-- decode: `streams.charge.decode.decode_record` + `Batch.add_record` over the e2e records (the bytes the
-  producer sent), i.e. JSON, validation and the pending rows, with no Kafka and no Faust;
+- decode: `streams.rules.fast_decode.add_to_batch` over the e2e records (the bytes the producer sent),
+  i.e. JSON, validation and the pending rows, with no Kafka and no Faust; and, on the same records
+  in the same run, the model path alone (`decode_record` + `Batch.add_record`, every charge a
+  pydantic model) that the worker falls back to, so the ratio between the two is the fast
+  path's gain whatever else the machine is doing;
 - sink: `PostgresSink.flush` of those batches, 2,000 records each as the worker takes them
   (BILLING_BATCH_RECORDS), into a fresh database with the default price book: the COPY, dedup,
   pricing, the fenced upserts of the daily rows and the rows by model, one transaction.
@@ -17,10 +20,14 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bench.infra import Bench
+import asyncpg
+
+from bench.infra import Bench, CpuMeter
 from streams.charge.decode import Limits, decode_record
+from streams.config.settings import Settings
 from streams.ops.prices import seed_defaults
 from streams.rules.batch import Batch
+from streams.rules.fast_decode import add_to_batch
 from streams.rules.settle import PendingCharge
 from streams.sink.postgres import PostgresSink
 from tests.support import settings_from
@@ -33,6 +40,15 @@ class Components:
     decode_seconds: float
     sink_seconds: float
     pending: list[PendingCharge]  # what the batches held, for the pricing measurement
+    model_decode_rate: float = 0.0  # charges/s of decode_record + add_record, best of the rounds
+    fast_decode_rate: float = 0.0  # charges/s of add_to_batch, best of the rounds, interleaved
+    postgres_cpu: float = 0.0  # CPU-seconds of the Postgres server during the flushes
+    wal_bytes: int = 0  # write-ahead log the flushes wrote: what the disk takes per charge
+
+    @property
+    def postgres_core_rate(self) -> float:
+        """Charges per Postgres CPU-second: what one Postgres core sustains for this sink."""
+        return self.charges / self.postgres_cpu if self.postgres_cpu else 0.0
 
     @property
     def decode_rate(self) -> float:
@@ -47,6 +63,41 @@ class Components:
         return self.charges / (self.decode_seconds + self.sink_seconds)
 
 
+def _decode(
+    records: list[tuple[bytes, bytes]], settings: Settings, limits: Limits, start: int, stop: int, fast: bool
+) -> Batch:
+    """One batch of records decoded as the worker does (`fast`) or through the model alone."""
+    batch = Batch(settings.zone)
+    for offset in range(start, stop):
+        key, value = records[offset]
+        # offsets grow within each partition, as a topic's do: the fences are per partition
+        partition = zlib.crc32(key) % settings.partitions
+        if fast:
+            add_to_batch(batch, partition, offset, key, value, limits)
+        else:
+            decoded = decode_record(value, key, limits)
+            batch.add_record(partition, offset, decoded.charges, decoded.positions)
+    return batch
+
+
+def decode_rates(
+    records: list[tuple[bytes, bytes]], settings: Settings, limits: Limits, rounds: int = 3
+) -> tuple[float, float]:
+    """(fast, model) charges/s on the same records, best of `rounds` interleaved passes each, so
+    that both see the same machine; the rows of both must be equal, or the figure is void."""
+    best = {True: 0.0, False: 0.0}
+    for _ in range(rounds):
+        rows = {}
+        for fast in (True, False):
+            began = time.perf_counter()
+            batch = _decode(records, settings, limits, 0, len(records), fast)
+            best[fast] = max(best[fast], len(batch) / (time.perf_counter() - began))
+            rows[fast] = batch.rows
+        if rows[True] != rows[False]:
+            raise ValueError("the fast decode path and the model path disagree on these records")
+    return best[True], best[False]
+
+
 async def components(
     bench: Bench, records: list[tuple[bytes, bytes]], topic: str, batch_records: int = 2000
 ) -> Components:
@@ -59,23 +110,32 @@ async def components(
     decode_seconds = sink_seconds = 0.0
     charges = 0
     pending: list[PendingCharge] = []
+    cpu = CpuMeter([], bench.pg.pgdata / "postmaster.pid")
+    wal_before = await _wal_position(database)
     try:
         for start in range(0, len(records), batch_records):
             began = time.perf_counter()
-            batch = Batch(settings.zone)
-            for offset in range(start, min(start + batch_records, len(records))):
-                key, value = records[offset]
-                decoded = decode_record(value, key, limits)
-                # offsets grow within each partition, as a topic's do: the fences are per partition
-                batch.add_record(
-                    zlib.crc32(key) % settings.partitions, offset, decoded.charges, decoded.positions
-                )
+            batch = _decode(records, settings, limits, start, min(start + batch_records, len(records)), True)
             decoded_at = time.perf_counter()
             pending += batch.rows
             result = await sink.flush(batch)
             sink_seconds += time.perf_counter() - decoded_at
             decode_seconds += decoded_at - began
             charges += result.charges
+        cpu.stop()  # while the sink's connections live: an ended backend's CPU time is gone
+        wal = await _wal_position(database) - wal_before
     finally:
         await sink.stop()
-    return Components(charges, len(records), decode_seconds, sink_seconds, pending)
+    fast, model = decode_rates(records, settings, limits)
+    return Components(
+        charges, len(records), decode_seconds, sink_seconds, pending, model, fast, cpu.pg_cpu, wal
+    )
+
+
+async def _wal_position(database: str) -> int:
+    """The server's write-ahead log position in bytes (the whole server: nothing else writes)."""
+    conn = await asyncpg.connect(database)
+    try:
+        return int(await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"))
+    finally:
+        await conn.close()

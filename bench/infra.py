@@ -223,6 +223,16 @@ class CpuMeter:
             return ""
         return f"CPU: workers {self.worker_cpu / self.wall:.0%}, Postgres {self.pg_cpu / self.wall:.0%} of a core"
 
+    def per_core(self, charges: int) -> str:
+        """Charges per CPU-second of each side: what one core of it sustains when it is the
+        bottleneck (start-up included for the workers: interpreter and group join cost ~1 s)."""
+        if not self.worker_cpu or not self.pg_cpu:
+            return ""
+        return (
+            f"{charges / self.worker_cpu:,.0f} charges per worker CPU-second, "
+            f"{charges / self.pg_cpu:,.0f} per Postgres CPU-second"
+        )
+
 
 async def relation_bytes(database: str, tables: tuple[str, ...]) -> dict[str, int]:
     """pg_total_relation_size (heap, indexes, TOAST) per table."""

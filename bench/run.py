@@ -145,9 +145,19 @@ class Run:
         c = await components.components(bench, records, topic)
         note = f"{c.charges:,} charges in {c.records:,} records, no Kafka, no Faust"
         self.report.add("component: decode + batch (worker CPU)", rate(c.decode_rate), note)
+        f = self.report.figures
+        f["decode"], f["decode_x"] = c.fast_decode_rate, c.fast_decode_rate / c.model_decode_rate
+        note = (
+            f"decode + batch alone, best of 3 interleaved passes over the same records: the worker's "
+            f"path = {f['decode_x']:.1f}× the model path (decode_record + add_record, "
+            f"{rate(c.model_decode_rate)}), equal rows"
+        )
+        self.report.add("component: decode, the worker's path", rate(c.fast_decode_rate), note)
         note = (
             "PostgresSink.flush per 2,000 records: COPY, dedup ledger, pricing with the default book, "
-            "fenced upserts of the daily rows and the rows by model, one transaction"
+            "fenced upserts of the daily rows and the rows by model, one transaction; "
+            f"{rate(c.postgres_core_rate, 'charges')} per Postgres CPU-second, "
+            f"{c.wal_bytes / max(c.charges, 1):,.0f} B of WAL per charge"
         )
         self.report.add("component: Postgres sink", rate(c.sink_rate), note)
         note = "decode then flush, one after the other, as the worker runs them: the bound without Faust"
@@ -189,10 +199,12 @@ class Run:
         done = await e2e.e2e(bench, topic, s.n, expected, f"e2e{workers}w", workers)
         key = "e2e" if workers == 1 else "e2e_2w"
         r.figures[key] = done.rate
+        if workers == 1 and done.progress.first is not None:
+            r.figures["steady"], r.figures["startup_s"] = done.steady_rate, done.progress.first
         note = (
             f"{done.progress.done:.1f} s from start ({done.progress.first:.1f} s to the first flush); "
             f"steady {rate(done.steady_rate)}; {done.rows:,} rows exact; peak RSS {done.rss_peak / 2**20:.0f} MiB; "
-            f"{done.cpu.describe()}"
+            f"{done.cpu.describe()}; {done.cpu.per_core(s.n)}"
         )
         r.add(
             f"e2e: {workers} worker{'s' if workers > 1 else ''}, producer layout, N={s.n:,}",

@@ -98,7 +98,7 @@ async def scale(bench: Bench, levels: tuple[int, ...], seed: int, log=print) -> 
             progress = await wait_for_total(database, counted, started, [worker], timeout=1800)
             assert progress.done is not None
             rss.sample()
-            sizes = await relation_bytes(database, ("daily_billing_records", "billing_seen_events"))
+            sizes = await relation_bytes(database, ("daily_billing_records", "billing_dedup"))
             result.levels.append(
                 Level(
                     keys,
@@ -107,7 +107,7 @@ async def scale(bench: Bench, levels: tuple[int, ...], seed: int, log=print) -> 
                     rss.peak,
                     rss.last,
                     sizes["daily_billing_records"],
-                    sizes["billing_seen_events"],
+                    sizes["billing_dedup"],
                 )
             )
             held = keys

@@ -216,12 +216,20 @@ class Settings(BaseSettings):
     kafka_idempotence: bool | None = Field(
         None, description="idempotent producers; unset: on unless the broker is on loopback (Tansu)"
     )
-    kafka_session_timeout: Duration = Field(
-        timedelta(seconds=10),
-        description="consumer group session timeout (a dead worker's partitions move after it)",
+    kafka_session_timeout: Duration | None = Field(
+        None,
+        description="consumer group session timeout (a dead worker's partitions move after it); "
+        "unset: 10s, or 3s when the broker is on loopback (Tansu, whose group join waits half of it)",
     )
     kafka_heartbeat_interval: Duration = Field(
         timedelta(seconds=1), description="consumer group heartbeat interval"
+    )
+    kafka_group_instance_id: str | None = Field(
+        None,
+        description="static group membership: a worker restarted with the same id takes its "
+        "partitions back at once instead of after its old session times out; give each worker "
+        "its own stable id (e.g. the pod or host name); unset: dynamic membership (best on "
+        "the embedded broker, where static membership slows joins down)",
     )
 
     # How many Kafka records the worker gathers before it flushes (it flushes every
@@ -277,6 +285,14 @@ class Settings(BaseSettings):
         """True for the embedded default (a broker on this machine)."""
         hosts = [part.rsplit(":", 1)[0] for part in self.kafka_bootstrap.split(",")]
         return all(h in ("127.0.0.1", "localhost", "[::1]", "::1") for h in hosts)
+
+    @property
+    def group_session_timeout(self) -> timedelta:
+        """The session timeout in force: the embedded broker holds every group join for half of
+        it, so there a short one makes start-up and recovery quick; on a real broker, 10 s."""
+        if self.kafka_session_timeout is not None:
+            return self.kafka_session_timeout
+        return timedelta(seconds=3) if self.kafka_is_loopback else timedelta(seconds=10)
 
     @property
     def zone(self) -> ZoneInfo:

@@ -220,7 +220,7 @@ async def rewind_group(settings: Settings, offsets: Mapping[int, int], *, force:
     """
     group, topic = settings.app_id, settings.charges_topic
     commits = {TopicPartition(topic, p): OffsetAndMetadata(o, note) for p, o in offsets.items()}
-    session = settings.kafka_session_timeout.total_seconds()
+    session = settings.group_session_timeout.total_seconds()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + session + 3
     admin = AIOKafkaAdminClient(**aiokafka_options(settings), request_timeout_ms=10_000)

@@ -64,20 +64,11 @@ class Batch:
         read in order, so an offset at or below the batch's highest one for the partition is a
         re-delivery (a seek back after a rebalance) and must not count twice.
         """
-        mark = self.marks.get(partition)
-        if mark is None:
-            mark = self.marks[partition] = PartitionMark()
-        elif offset <= mark.max_offset:
-            return False
-        if offset == 0:
-            mark.first_record = fingerprint
-        mark.max_offset = offset
-        self.records[(partition, offset)] = RecordSource(key, value)
         zone = self.zone
-        append = self.rows.append
+        rows: list[PendingCharge] = []
+        latest: datetime | None = None
         for position, c in zip(positions if positions is not None else count(), charges, strict=False):
-            total = c.total
-            append(
+            rows.append(
                 PendingCharge(
                     dedup_key(c.account_id, c.event_id),
                     partition,
@@ -90,7 +81,7 @@ class Batch:
                     c.charge_type,
                     c.prompt_tokens,
                     c.completion_tokens,
-                    total,
+                    c.total,
                     c.cached_tokens,
                     c.reasoning_tokens,
                     c.event_id,
@@ -99,9 +90,36 @@ class Batch:
                     c.occurred_at,
                 )
             )
-            mark.charges += 1
-            if mark.max_event_time is None or c.occurred_at > mark.max_event_time:
-                mark.max_event_time = c.occurred_at
+            if latest is None or c.occurred_at > latest:
+                latest = c.occurred_at
+        return self.add_rows(partition, offset, rows, latest, fingerprint, key=key, value=value)
+
+    def add_rows(
+        self,
+        partition: int,
+        offset: int,
+        rows: list[PendingCharge],
+        latest: datetime | None,
+        fingerprint: str | None = None,
+        *,
+        key: bytes | None = None,
+        value: bytes = b"",
+    ) -> bool:
+        """Take the rows of one Kafka record, already built (`streams.rules.fast_decode`), and the
+        latest `occurred_at` among them; the same rule for re-deliveries as `add_record`."""
+        mark = self.marks.get(partition)
+        if mark is None:
+            mark = self.marks[partition] = PartitionMark()
+        elif offset <= mark.max_offset:
+            return False
+        if offset == 0:
+            mark.first_record = fingerprint
+        mark.max_offset = offset
+        self.records[(partition, offset)] = RecordSource(key, value)
+        self.rows.extend(rows)
+        mark.charges += len(rows)
+        if latest is not None and (mark.max_event_time is None or latest > mark.max_event_time):
+            mark.max_event_time = latest
         return True
 
     def without(self, refused: set[tuple[int, int, int]]) -> Batch:

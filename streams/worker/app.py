@@ -29,6 +29,7 @@ from streams.worker import web
 from streams.worker.closing import DayCloser, LogEnds
 from streams.worker.meter import Meter, Prepared
 from streams.worker.metrics import Metrics
+from streams.worker.table_manager import ImmediateTableManager
 
 log = logging.getLogger("streams.worker")
 
@@ -59,8 +60,10 @@ def app_options(settings: Settings) -> dict[str, Any]:
         else None,
         "datadir": str(settings.data_dir / "faust"),
         **web.app_web_settings(settings),
-        "broker_session_timeout": settings.kafka_session_timeout.total_seconds(),
+        "broker_session_timeout": settings.group_session_timeout.total_seconds(),
         "broker_heartbeat_interval": settings.kafka_heartbeat_interval.total_seconds(),
+        "consumer_group_instance_id": settings.kafka_group_instance_id,
+        "TableManager": ImmediateTableManager,
         "consumer_auto_offset_reset": "earliest",
         "topic_partitions": settings.partitions,
     }

@@ -22,15 +22,20 @@ from faust.types import EventT, Message, RecordMetadata, TopicT
 from streams import crashpoints
 from streams.charge import dead_letter as dlq
 from streams.charge.dead_letter import waived_rules
-from streams.charge.decode import Decoded, Limits, Rejection, decode_record, element_bytes
+from streams.charge.decode import Limits, Rejection, element_bytes
 from streams.config.settings import Settings
 from streams.errors import SinkDataError
 from streams.rules.batch import Batch, record_fingerprint
+from streams.rules.fast_decode import add_to_batch
 from streams.rules.settle import PendingCharge
 from streams.sink.postgres import FlushResult, PostgresSink
 from streams.worker.metrics import Metrics
 
 log = logging.getLogger("streams.worker")
+
+# Seconds of decoding between two turns of the event loop: each statement of a flush in flight
+# waits at most this long for its turn, at a cost of one loop turn per interval.
+YIELD_EVERY = 0.002
 
 
 @dataclass(slots=True)
@@ -75,34 +80,39 @@ class Meter:
         never holds more than the chunk being decoded and the one committing. Nothing is
         durable yet (see `commit`)."""
         current = Prepared(Batch(self.settings.zone))
+        clock = time.perf_counter
+        yielded = clock()
         for event in events:
+            if clock() - yielded > YIELD_EVERY:
+                # Decoding is CPU work on the event loop: let the previous chunk's flush send its
+                # next statement, so Postgres works while this chunk decodes instead of after.
+                await asyncio.sleep(0)
+                yielded = clock()
             message = event.message
             where = (message.partition, message.offset)
-            if where in self.skips:
-                decoded = Decoded(
-                    rejections=[Rejection("skipped", "skipped by an operator", None, message.value or b"")]
-                )
-            else:
-                decoded = decode_record(message.value, message.key, self.limits(message))
             fingerprint = (
                 record_fingerprint(message.key, message.value, message.timestamp)
                 if message.offset == 0
                 else None
             )
-            taken = current.batch.add_record(
-                message.partition,
-                message.offset,
-                decoded.charges,
-                decoded.positions,
-                fingerprint,
-                key=message.key,
-                value=message.value or b"",
-                accept_late="too_late" in waived_rules(message.headers),
-            )
-            if taken:  # a record delivered twice in one take is dead-lettered once
-                for rejection in decoded.rejections:
-                    current.deliveries.append(await self._dead_letter(message, rejection))
-                    current.reasons.append(rejection.reason)
+            if where in self.skips:
+                value = message.value or b""
+                taken = current.batch.add_record(*where, (), None, fingerprint, key=message.key, value=value)
+                rejections = [Rejection("skipped", "skipped by an operator", None, value)] if taken else []
+            else:
+                accept_late = "too_late" in waived_rules(message.headers)
+                rejections = add_to_batch(
+                    current.batch,
+                    *where,
+                    message.key,
+                    message.value,
+                    self.limits(message),
+                    fingerprint,
+                    accept_late,
+                )
+            for rejection in rejections:  # a record delivered twice in one take has none
+                current.deliveries.append(await self._dead_letter(message, rejection))
+                current.reasons.append(rejection.reason)
             current.events.append(event)
             if len(current.batch) >= self.settings.batch_charges:  # bounds the worker's memory
                 yield current

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from streams.config.settings import Settings
+from streams.worker import meter as meter_module
 from streams.worker.meter import Meter
 
 
@@ -66,3 +68,27 @@ async def test_a_take_is_decoded_one_chunk_at_a_time() -> None:
     assert [c.records for c in rest] == [4, 2]
     assert [e.message.offset for c in [first, *rest] for e in c.events] == list(range(10))
     assert sum(len(c.batch) for c in [first, *rest]) == 300
+
+
+async def test_a_flush_in_flight_gets_turns_while_the_next_chunk_decodes(monkeypatch) -> None:
+    """Decoding holds the event loop; the previous chunk's flush (here: a task that counts its
+    turns) must still advance between records, so Postgres is not left waiting for the decode."""
+    monkeypatch.setattr(meter_module, "YIELD_EVERY", 0.0)
+    reads: list[int] = []
+    events: list[Any] = [Event(Message(0, offset, record(offset, 3), reads)) for offset in range(50)]
+    meter = Meter(Settings(batch_charges=10_000), sink=None, dlq_topic=None)  # type: ignore[arg-type]
+    turns = 0
+
+    async def flush_in_flight() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    flushing = asyncio.create_task(flush_in_flight())
+    try:
+        [chunk] = [c async for c in meter.prepare(events)]
+    finally:
+        flushing.cancel()
+    assert chunk.records == 50 and len(chunk.batch) == 150
+    assert turns >= 25, f"the flush got {turns} turns during 50 records of decoding"
