@@ -44,6 +44,14 @@ RUNS: dict[tuple[str, ...], list[list[str]]] = {
     ("dlq", "resolve"): [["dlq", "resolve", "--partition", "0", "--offset", "999999"]],
     ("replay",): [["replay", "--to-offsets", "all:earliest", "--dry-run"]],
     ("rebuild",): [["rebuild", "--from", "2026-11-30", "--to", "2026-11-30", "--dry-run"]],
+    ("reprice",): [["reprice", "--from", "2026-11-30", "--to", "2026-11-30", "--dry-run"]],
+    ("prices",): [["prices"]],
+    ("prices", "list"): [["prices", "list"]],
+    ("prices", "show"): [["prices", "show", "--model", "gpt-4o"]],
+    ("prices", "set"): [
+        ["prices", "set", "--provider", "acme-ai", "--model", "m1", "--input", "1", "--output", "2"]
+    ],
+    ("prices", "import"): [["prices", "import", "--defaults"]],
     ("demo",): [["demo", "--charges", "300", "--accounts", "3"]],
     ("worker",): [],  # long-running: started and stopped below
     ("dashboard",): [],  # long-running: started and stopped below
@@ -168,6 +176,7 @@ async def test_no_command_prints_a_planted_password(
     assert "postgresql://postgres:***@" in outputs["dev status"]
     assert '"level": "DEBUG"' in outputs["worker"]  # JSON logs at debug level were checked
     assert "bk_" in outputs["keys create --scope read:all --name planted"]  # a key was made
+    assert "prices added or changed" in outputs["prices import --defaults"]  # the book was written
     assert "Traceback" in outputs["unreachable: --debug migrate"]
     for label, text in outputs.items():
         assert not leaks(text), (label, leaks(text), text[-2000:])
