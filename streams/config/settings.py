@@ -66,6 +66,11 @@ def parse_duration(value: object) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+def lasting(description: str, **amount: float) -> Any:
+    """A Duration setting's field: its default as timedelta keywords, and what it controls."""
+    return Field(timedelta(**amount), description=description)
+
+
 class SecretFiles(PydanticBaseSettingsSource):
     """`BILLING_<SECRET>_FILE=/run/secrets/x`: the secret is the file's content.
 
@@ -125,29 +130,26 @@ class Settings(BaseSettings):
     replication_factor: int = Field(1, ge=1, description="replication factor of topics the project creates")
 
     timezone: str = Field("UTC", description="IANA zone whose calendar dates are the billing dates")
-    grace: Duration = Field(
-        timedelta(hours=1),
+    grace: Duration = lasting(
+        hours=1,
         description="how long past its end a day waits; it closes once every partition is read to its end after that",
     )
     # Kept so existing configurations stay valid: days close by reading each partition to its end,
     # so a quiet partition never holds a day open and no idle timeout is needed.
-    idle_timeout: Duration = Field(
-        timedelta(minutes=5),
-        description="no longer used (days close once every partition is read to its end)",
+    idle_timeout: Duration = lasting(
+        minutes=5, description="no longer used (days close once every partition is read to its end)"
     )
-    flush_interval: Duration = Field(
-        timedelta(seconds=2), description="at most this far behind the stream are provisional rows"
+    flush_interval: Duration = lasting(
+        seconds=2, description="at most this far behind the stream are provisional rows"
     )
-    late_horizon: Duration = Field(
-        timedelta(days=35),
+    late_horizon: Duration = lasting(
+        days=35,
         description="a charge whose day was closed this long (whole days) before it was read goes to the DLQ as `too_late`",
     )
-    dedup_horizon: Duration = Field(
-        timedelta(days=7), description="a re-sent event_id counts once within this horizon"
+    dedup_horizon: Duration = lasting(
+        days=7, description="a re-sent event_id counts once within this horizon"
     )
-    max_clock_skew: Duration = Field(
-        timedelta(minutes=5), description="charges further in the future are rejected"
-    )
+    max_clock_skew: Duration = lasting(minutes=5, description="charges further in the future are rejected")
 
     app_id: str = Field("billing-streams", description="Faust app id = Kafka consumer group of the workers")
     data_dir: Path = Field(
@@ -177,15 +179,12 @@ class Settings(BaseSettings):
     api_max_concurrency: int = Field(
         256, ge=1, description="requests `billing api` serves at once; beyond it answers 503"
     )
-    api_delivery_timeout: Duration = Field(
-        timedelta(seconds=10), description="how long an ingest request waits for Kafka before its 503"
+    api_delivery_timeout: Duration = lasting(
+        seconds=10, description="how long an ingest request waits for Kafka before its 503"
     )
-    api_retry_after: Duration = Field(
-        timedelta(seconds=5), description="Retry-After of the API's 503 answers"
-    )
-    api_key_cache: Duration = Field(
-        timedelta(seconds=5),
-        description="how long a verified API key is trusted before Postgres is asked again",
+    api_retry_after: Duration = lasting(seconds=5, description="Retry-After of the API's 503 answers")
+    api_key_cache: Duration = lasting(
+        seconds=5, description="how long a verified API key is trusted before Postgres is asked again"
     )
     litellm_account_key: str = Field(
         "account_id", description="LiteLLM callback: metadata key holding the account"
@@ -221,9 +220,7 @@ class Settings(BaseSettings):
         description="consumer group session timeout (a dead worker's partitions move after it); "
         "unset: 10s, or 3s when the broker is on loopback (Tansu, whose group join waits half of it)",
     )
-    kafka_heartbeat_interval: Duration = Field(
-        timedelta(seconds=1), description="consumer group heartbeat interval"
-    )
+    kafka_heartbeat_interval: Duration = lasting(seconds=1, description="consumer group heartbeat interval")
     kafka_group_instance_id: str | None = Field(
         None,
         description="static group membership: a worker restarted with the same id takes its "
@@ -241,11 +238,11 @@ class Settings(BaseSettings):
     sink_connections: int = Field(
         2, ge=1, le=16, description="Postgres connections a worker flushes on, partitions shared out"
     )
-    pg_retry_max_backoff: Duration = Field(
-        timedelta(seconds=10), description="longest wait between retries while Postgres is unreachable"
+    pg_retry_max_backoff: Duration = lasting(
+        seconds=10, description="longest wait between retries while Postgres is unreachable"
     )
-    pg_command_timeout: Duration = Field(
-        timedelta(seconds=30),
+    pg_command_timeout: Duration = lasting(
+        seconds=30,
         description="deadline of every Postgres statement; a stuck one is abandoned and retried on a new connection",
     )
 

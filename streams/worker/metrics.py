@@ -41,6 +41,25 @@ def process_registry(registry: CollectorRegistry | None = None) -> CollectorRegi
     return r
 
 
+#: The gauges kept per partition of the charges topic: (name, help).
+PER_PARTITION: tuple[tuple[str, str], ...] = (
+    (
+        "billing_partition_event_time_seconds",
+        "latest occurred_at this worker applied per partition (the watermark's inputs)",
+    ),
+    ("billing_partition_applied_offset", "highest offset of the partition whose effect is in Postgres"),
+    ("billing_partition_end_offset", "the partition's end offset (high watermark)"),
+    (
+        "billing_consumer_lag",
+        "records of the partition not yet in Postgres: end offset - next offset to apply",
+    ),
+    (
+        "billing_unread_before_close",
+        "records of the partition still to apply before the next due day can close",
+    ),
+)
+
+
 class Metrics:
     """Every metric the worker exports, created in `registry`."""
 
@@ -80,19 +99,9 @@ class Metrics:
         self.assigned = gauge(
             "billing_assigned_partitions", "partitions of the charges topic this worker owns"
         )
-        self.event_time = per_partition(
-            "billing_partition_event_time_seconds",
-            "latest occurred_at this worker applied per partition (the watermark's inputs)",
-        )
-        self.applied_offset = per_partition(
-            "billing_partition_applied_offset", "highest offset of the partition whose effect is in Postgres"
-        )
-        self.end_offset = per_partition(
-            "billing_partition_end_offset", "the partition's end offset (high watermark)"
-        )
-        self.lag = per_partition(
-            "billing_consumer_lag",
-            "records of the partition not yet in Postgres: end offset - next offset to apply",
+        # Per partition of the charges topic, in PER_PARTITION's order.
+        (self.event_time, self.applied_offset, self.end_offset, self.lag, self.unread_before_close) = (
+            per_partition(name, doc) for name, doc in PER_PARTITION
         )
         self.open_days = gauge("billing_open_days", "billing days that still have provisional rows")
         self.closed_through = gauge(
@@ -101,10 +110,6 @@ class Metrics:
         self.oldest_open_day_age = gauge(
             "billing_oldest_open_day_age_seconds",
             "how long ago the oldest day that is not final ended (0 while it has not ended)",
-        )
-        self.unread_before_close = per_partition(
-            "billing_unread_before_close",
-            "records of the partition still to apply before the next due day can close",
         )
         self.unpriced = Counter(
             "billing_charges_unpriced",
