@@ -28,7 +28,13 @@ from streams.errors import BadRequest
 from streams.ops.totals import GROUP_COLUMNS, METRICS, TotalsQuery, build_totals_sql, fetch_totals
 
 FILTERS = ("account", "user", "provider", "charge_type")
-CHART_BY = ("provider", "charge_type", "model")  # by model: read from the rows by model
+CHART_BY = ("provider", "charge_type", "model", "account")  # by model: read from the rows by model
+#: What the chart can stack: the integer counts, or the exact cost (summed as nano-units).
+CHART_METRICS = (*METRICS, "cost")
+CHART_SERIES = 8  # the largest series keep their colour; the rest are stacked as one OTHER
+OTHER = "(other)"
+TOP_BY = ("account", "user")  # "top users" are users of an account: a user id is per account
+TOP_LIMIT = 10
 TABLE_GROUP_BY = ("date", "account", "user", "provider", "charge_type")  # one line per stored row
 TABLE_LIMIT = 2000  # rows sent to the page; the CSV has them all
 LIST_LIMIT = 500  # values offered in a filter's suggestions
@@ -83,9 +89,11 @@ def _value(name: str, text: str) -> str:
     return value
 
 
-def parse_view(params: Mapping[str, Sequence[str]]) -> View:
+def parse_view(params: Mapping[str, Sequence[str]], by_choices: Sequence[str] = CHART_BY) -> View:
     """Validate query parameters (name -> all its values). Empty values mean "any" (a form's
-    "all" option); filters may repeat to select several values; the rest may not."""
+    "all" option); filters may repeat to select several values; the rest may not. `by_choices`
+    differs per endpoint (the chart stacks by provider..., the top table ranks accounts or users);
+    the first choice is the default."""
     valid = (*FILTERS, *_SINGLE)
     picked: dict[str, list[str]] = {name: [] for name in FILTERS}
     single: dict[str, str] = {}
@@ -99,11 +107,11 @@ def parse_view(params: Mapping[str, Sequence[str]]) -> View:
             raise BadRequest(f"{name} may be given once", name)
         elif texts:
             single[name] = texts[0].strip()
-    by, metric = single.get("by", "provider"), single.get("metric", "total_tokens")
-    if by not in CHART_BY:
-        raise BadRequest(f"by: {_quote(by)} is not one of {', '.join(CHART_BY)}", "by")
-    if metric not in METRICS:
-        raise BadRequest(f"metric: {_quote(metric)} is not one of {', '.join(METRICS)}", "metric")
+    by, metric = single.get("by", by_choices[0]), single.get("metric", "total_tokens")
+    if by not in by_choices:
+        raise BadRequest(f"by: {_quote(by)} is not one of {', '.join(by_choices)}", "by")
+    if metric not in CHART_METRICS:
+        raise BadRequest(f"metric: {_quote(metric)} is not one of {', '.join(CHART_METRICS)}", "metric")
     start = _day("from", single["from"]) if "from" in single else None
     end = _day("to", single["to"]) if "to" in single else None
     if start and end and start > end:
@@ -152,18 +160,75 @@ def plain(row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def chart(rows: Sequence[Mapping[str, Any]], by: str, metric: str) -> dict[str, Any]:
-    """Daily stacks: per date, the metric per series, and whether the day is final/revised."""
+def cost_nanos(cost: Decimal) -> int:
+    """A row's cost (nine decimals, as `build_totals_sql` rounds it) as whole nano-units, so
+    costs add up exactly as integers; a cost with a finer digit is a bug, never truncated."""
+    nanos = cost.scaleb(9)
+    if nanos != nanos.to_integral_value():
+        raise ValueError(f"cost {cost} has a digit below the nano-unit")
+    return int(nanos)
+
+
+def cost_text(nanos: int) -> str:
+    """Nano-units back to the decimal text every other cost is shown as (nine decimals)."""
+    return f"{Decimal(nanos).scaleb(-9):f}"
+
+
+def _amount(row: Mapping[str, Any], metric: str) -> int:
+    return cost_nanos(row["cost"]) if metric == "cost" else int(row[metric])
+
+
+def chart(
+    rows: Sequence[Mapping[str, Any]], by: str, metric: str, keep: int = CHART_SERIES
+) -> dict[str, Any]:
+    """Daily stacks: per date, the metric per series, and whether the day is final/revised.
+
+    Integers are summed as integers and cost as nano-units, then cost goes out as decimal text
+    (a JSON number is a float to the page). Beyond `keep` series (by their total over the range,
+    e.g. hundreds of accounts) the smaller ones are stacked as one OTHER so the chart stays
+    readable; `folded` says how many."""
     column = GROUP_COLUMNS[by]
+    totals: Counter[str] = Counter()
+    for r in rows:
+        totals[r[column]] += _amount(r, metric)
+    ranked = sorted(totals, key=lambda name: (-totals[name], name))
+    kept = set(ranked[:keep]) if len(ranked) > keep else set(ranked)
+    shown = cost_text if metric == "cost" else int
     days: dict[date, dict[str, Any]] = {}
     for r in rows:
-        day = days.setdefault(r["date"], {"date": r["date"].isoformat(), "stacks": {}, "total": 0})
-        day["stacks"][r[column]] = int(r[metric])
-        day["total"] += int(r[metric])
+        day = days.setdefault(r["date"], {"date": r["date"].isoformat(), "stacks": Counter(), "total": 0})
+        name = r[column] if r[column] in kept else OTHER
+        day["stacks"][name] += _amount(r, metric)
+        day["total"] += _amount(r, metric)
         day["final"] = day.get("final", True) and bool(r["final"])
         day["revised"] = day.get("revised", False) or int(r["late_charge_count"]) > 0
-    series = sorted({r[column] for r in rows})
-    return {"by": by, "metric": metric, "series": series, "days": [days[d] for d in sorted(days)]}
+    for day in days.values():
+        day["stacks"] = {name: shown(v) for name, v in day["stacks"].items()}
+        day["total"] = shown(day["total"])
+    series = sorted(kept) + ([OTHER] if len(kept) < len(ranked) else [])
+    currency = max((r["currency"] for r in rows if r.get("currency")), default=None)
+    return {
+        "by": by,
+        "metric": metric,
+        "currency": currency,
+        "series": series,
+        "folded": len(ranked) - len(kept),
+        "days": [days[d] for d in sorted(days)],
+    }
+
+
+def top(rows: Sequence[Mapping[str, Any]], limit: int = TOP_LIMIT) -> dict[str, Any]:
+    """The `limit` largest costs (exact Decimal order; ties by name so the order is stable) and
+    how many there were in all."""
+    ranked = sorted(
+        rows, key=lambda r: (-r["cost"], *(str(r[c]) for c in ("account_id", "user_id") if c in r))
+    )
+    return {"rows": [plain(r) for r in ranked[:limit]], "count": len(rows)}
+
+
+def top_group(by: str) -> tuple[str, ...]:
+    """Group-by names for a top table: a user is ranked with its account."""
+    return ("account",) if by == "account" else ("account", "user")
 
 
 async def day_list(conn: asyncpg.Connection) -> list[dict[str, Any]]:
@@ -175,7 +240,7 @@ async def meta(conn: asyncpg.Connection, settings: Settings) -> dict[str, Any]:
     """What the filter form offers: known values (capped), the date span, metrics, time zone."""
     out: dict[str, Any] = {
         "timezone": settings.timezone,
-        "metrics": list(METRICS),
+        "metrics": list(CHART_METRICS),
         "chart_by": list(CHART_BY),
     }
     for name in FILTERS:

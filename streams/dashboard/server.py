@@ -117,15 +117,18 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(500, "internal error (details are in the dashboard's log)")
 
 
-async def _view(request: web.Request, conn: asyncpg.Connection) -> data.View:
+async def _view(
+    request: web.Request, conn: asyncpg.Connection, by_choices: tuple[str, ...] = data.CHART_BY
+) -> data.View:
     params = {name: request.query.getall(name) for name in request.query}
-    view = data.parse_view(params)
+    view = data.parse_view(params, by_choices)
     await data.check_known(conn, view)
     return view
 
 
 async def daily(request: web.Request) -> web.Response:
-    """Stacked chart data: per day, the chosen metric per provider or charge type."""
+    """Stacked chart data: per day, the chosen metric (a count, or the exact cost) per provider,
+    charge type, model or account."""
     async with request.app[POOL].acquire() as conn:
         view = await _view(request, conn)
         rows = await fetch_totals(conn, view.grouped("date", view.by))
@@ -145,6 +148,15 @@ async def rows(request: web.Request) -> web.Response:
             "total": data.plain(total[0]) if total else None,
         }
     )
+
+
+async def top(request: web.Request) -> web.Response:
+    """Who costs the most over the selection: the top accounts (by=account) or users (by=user),
+    largest cost first, at most TOP_LIMIT of them."""
+    async with request.app[POOL].acquire() as conn:
+        view = await _view(request, conn, data.TOP_BY)
+        found = await fetch_totals(conn, view.grouped(*data.top_group(view.by)))
+    return web.json_response({"by": view.by, **data.top(found)})
 
 
 async def rows_csv(request: web.Request) -> web.Response:
@@ -220,6 +232,7 @@ def create_app(settings: Settings, token: str | None = None) -> web.Application:
     app.router.add_get("/api/daily", daily)
     app.router.add_get("/api/rows", rows)
     app.router.add_get("/api/rows.csv", rows_csv)
+    app.router.add_get("/api/top", top)
     app.router.add_get("/api/state", state)
     app.router.add_static("/static/", STATIC, follow_symlinks=False)
     return app

@@ -38,7 +38,7 @@ from streams.charge.dead_letter import encode, make_dead_letter
 from streams.config.settings import Settings
 from streams.dashboard.server import create_app
 from streams.kafka.topics import ensure_topics
-from streams.ops.totals import MONEY
+from streams.ops.totals import GROUP_COLUMNS, MONEY
 from tests.support import ROOT, free_port, produce_raw, unique
 
 pytestmark = pytest.mark.integration
@@ -127,6 +127,19 @@ def shown(text: str) -> int:
     return int(text.replace(",", ""))
 
 
+def cost_of(rows: list[dict[str, Any]]) -> Decimal:
+    """The exact cost of rows, summed here as integer nano-units (independent of the server)."""
+    return Decimal(sum(r["cost_nanos"] for r in rows)).scaleb(-9)
+
+
+def top_costs(rows: list[dict[str, Any]], *keys: str) -> list[tuple[Any, ...]]:
+    """(cost, *key) largest first, ties by key: what a top table must list, computed here."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[tuple(r[k] for k in keys)].append(r)
+    return sorted(((cost_of(g), *k) for k, g in groups.items()), key=lambda t: (-t[0], *t[1:]))
+
+
 # ---------------------------------------------------------------------------------------- browser
 #: Offline and as root: no sandbox, no background traffic (no internet here), a fresh profile.
 CHROMIUM_FLAGS = (
@@ -153,6 +166,10 @@ def _browser(download_dir: Path) -> Any:
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
+TOP_JS = """
+return [...document.querySelectorAll('#top-' + arguments[0] + ' tbody tr')].map(tr =>
+  [tr.dataset.cost, tr.dataset.account, tr.dataset.user || null, tr.querySelector('[data-col=cost]').textContent]);
+"""
 TABLE_JS = """
 return [...document.querySelectorAll('#records tbody tr')].map(tr => ({
   cls: tr.className,
@@ -179,8 +196,10 @@ def _wait_ready(driver: Any, query_part: str = "") -> None:
     )
 
 
-def _check_page(driver: Any, rows: list[dict[str, Any]], by: str = "provider") -> None:
-    """Cards, table and chart show exactly the sums of `rows`."""
+def _check_page(
+    driver: Any, rows: list[dict[str, Any]], by: str = "provider", metric: str = "total_tokens"
+) -> None:
+    """Cards, top tables, records table and chart show exactly the sums of `rows`."""
     total = sum(r["total_tokens"] for r in rows)
     assert shown(driver.find_element("css selector", "#card-total .value").text) == total
     cost = driver.find_element("css selector", "#card-cost .value")
@@ -208,12 +227,24 @@ def _check_page(driver: Any, rows: list[dict[str, Any]], by: str = "provider") -
             {n: r[n] for n in NUMBERS} | status | {"cost": Decimal(r["cost_nanos"]).scaleb(-9)}
         )
     assert got == want
+    for by_top, keys in (("account", ("account_id",)), ("user", ("account_id", "user_id"))):
+        want_top = top_costs(rows, *keys)[:10]
+        got_top = driver.execute_script(TOP_JS, by_top)
+        assert [(Decimal(c), a, *([u] if by_top == "user" else [])) for c, a, u, _ in got_top] == want_top
+        assert all(
+            Decimal(text.removeprefix("USD ").replace(",", "")) == Decimal(c) for c, *_, text in got_top
+        )
     bars = {d["date"]: d for d in driver.execute_script(CHART_JS)}
-    for (day, series), s in sums(rows, "date", by).items():
-        assert shown(bars[day.isoformat()]["bars"][series]) == s["total_tokens"], (day, series)
+    value = (lambda text: Decimal(text)) if metric == "cost" else shown
+    expected = (lambda g: cost_of(g)) if metric == "cost" else (lambda g: sum(r["total_tokens"] for r in g))
+    by_day: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_day[(r["date"], r[GROUP_COLUMNS[by]])].append(r)
+    for (day, series), group in by_day.items():
+        assert value(bars[day.isoformat()]["bars"][series]) == expected(group), (day, series)
     for (day,), s in sums(rows, "date").items():
         bar = bars[day.isoformat()]
-        assert shown(bar["total"]) == s["total_tokens"]
+        assert value(bar["total"]) == expected([r for r in rows if r["date"] == day])
         assert bar["final"] == ("false" if day in OPEN else "true")
         assert bar["revised"] == ("true" if s["late_charge_count"] else "false")
     assert len(bars) == len({r["date"] for r in rows})
@@ -265,6 +296,11 @@ def drive(base: str, download_dir: Path, screenshot: Path) -> tuple[str, str]:
         Select(driver.find_element("name", "by")).select_by_value("charge_type")
         _wait_ready(driver, "by=charge_type")
         _check_page(driver, anthropic, by="charge_type")
+        Select(driver.find_element("name", "metric")).select_by_value("cost")
+        _wait_ready(driver, "metric=cost")
+        Select(driver.find_element("name", "by")).select_by_value("account")
+        _wait_ready(driver, "by=account")
+        _check_page(driver, anthropic, by="account", metric="cost")
 
         href = driver.find_element("id", "csv").get_attribute("href")
         downloaded = _download(driver, download_dir)
@@ -327,8 +363,8 @@ async def _get(http: aiohttp.ClientSession, url: str, **kw: Any) -> tuple[int, A
         ("from=2026-13-01", "from: '2026-13-01' is not a date"),
         ("from=2026-11-20&to=2026-11-01", "empty date range"),
         ("acount=acme", "unknown parameter 'acount'"),
-        ("by=user", "by: 'user' is not one of provider, charge_type, model"),
-        ("metric=cost", "metric: 'cost' is not one of"),
+        ("by=user", "by: 'user' is not one of provider, charge_type, model, account"),
+        ("metric=dollars", "metric: 'dollars' is not one of"),
         ("from=2026-11-01&from=2026-11-02", "from may be given once"),
         ("account=acme%00", "holds a NUL byte"),
         ("user=%00", "holds a NUL byte"),
@@ -344,6 +380,85 @@ async def test_bad_parameters_get_a_clear_400(loaded: str, query: str, message: 
         odd = {"account": "globex", "user": ODD_USER, "from": "2026-11-10"}
         status, body = await _get(http, f"{base}/api/rows", params=odd)
         assert status == 200 and body["rows"], body  # the table survived, odd text is a value
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("by=provider", "by: 'provider' is not one of account, user"),
+        ("by=account&by=user", "by may be given once"),
+        ("account=nope", "unknown account 'nope'"),
+        ("from=yesterday", "from: 'yesterday' is not a date"),
+        ("limit=5", "unknown parameter 'limit'"),
+    ],
+)
+async def test_top_refuses_bad_parameters(loaded: str, query: str, message: str) -> None:
+    async with serving(settings_for(loaded)) as base, aiohttp.ClientSession() as http:
+        status, body = await _get(http, f"{base}/api/top?{query}")
+    assert status == 400 and message in body["error"], body
+
+
+def many_accounts() -> list[dict[str, Any]]:
+    """ROWS plus twelve small accounts (more than the top table and the chart's series show),
+    two of them tied in cost, on two days."""
+    extra = []
+    for i in range(12):
+        template = ROWS[i]
+        nanos = 1_000_000_007 * (i // 2 + 1) + (0 if i in (4, 5) else i)  # accounts 4 and 5 tie
+        extra.append(template | {"account_id": f"small{i:02}", "cost_nanos": nanos})
+    return ROWS + extra
+
+
+async def test_cost_chart_is_exact_to_the_nano_unit(database: str) -> None:
+    rows = many_accounts()
+    await insert(database, rows)
+    async with serving(settings_for(database)) as base, aiohttp.ClientSession() as http:
+        for by in ("provider", "charge_type", "account"):
+            for filters in ({}, {"provider": "anthropic", "from": str(DAYS[3]), "to": str(DAYS[9])}):
+                status, body = await _get(
+                    http, f"{base}/api/daily", params={"metric": "cost", "by": by} | filters
+                )
+                assert status == 200, body
+                lo, hi = (DAYS[3], DAYS[9]) if filters else (DAYS[0], DAYS[-1])
+                provider = filters.get("provider")
+                picked = [r for r in rows if lo <= r["date"] <= hi and provider in (None, r["provider"])]
+                column = GROUP_COLUMNS[by]
+                ranked = [k[1] for k in top_costs(picked, column)]
+                kept = ranked[:8]
+                assert body["series"] == sorted(kept) + (["(other)"] if len(ranked) > 8 else [])
+                assert body["folded"] == max(0, len(ranked) - 8) and body["currency"] == "USD"
+                for day in body["days"]:
+                    on_day = [r for r in picked if r["date"].isoformat() == day["date"]]
+                    assert isinstance(day["total"], str) and Decimal(day["total"]) == cost_of(on_day)
+                    want = defaultdict(list)
+                    for r in on_day:
+                        want[r[column] if r[column] in kept else "(other)"].append(r)
+                    assert {k: Decimal(v) for k, v in day["stacks"].items()} == {
+                        k: cost_of(g) for k, g in want.items()
+                    }
+                assert len(body["days"]) == len({r["date"] for r in picked})
+
+
+async def test_top_accounts_and_users_by_cost(database: str) -> None:
+    rows = many_accounts()
+    await insert(database, rows)
+    async with serving(settings_for(database)) as base, aiohttp.ClientSession() as http:
+        status, body = await _get(http, f"{base}/api/top")  # by=account is the default
+        assert status == 200, body
+        want = top_costs(rows, "account_id")
+        assert body["by"] == "account" and body["count"] == len(want) == 14
+        assert [(Decimal(r["cost"]), r["account_id"]) for r in body["rows"]] == want[:10]
+        assert {r["currency"] for r in body["rows"]} == {"USD"}
+        assert body["rows"][0]["charge_count"] == sum(
+            r["charge_count"] for r in rows if r["account_id"] == want[0][1]
+        )
+        params = {"by": "user", "account": "globex", "to": str(DAYS[6])}
+        status, body = await _get(http, f"{base}/api/top", params=params)
+        assert status == 200, body
+        picked = [r for r in rows if r["account_id"] == "globex" and r["date"] <= DAYS[6]]
+        want = top_costs(picked, "account_id", "user_id")
+        got = [(Decimal(r["cost"]), r["account_id"], r["user_id"]) for r in body["rows"]]
+        assert got == want and body["count"] == 3 and ODD_USER in {r["user_id"] for r in body["rows"]}
 
 
 async def test_chart_by_model_reads_the_rows_by_model(loaded: str) -> None:

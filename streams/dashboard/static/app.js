@@ -22,7 +22,7 @@ function human(name) { return name.replace(/_tokens$/, " tokens").replace(/_/g, 
 function compact(n) {
   const units = [[1e12, "T"], [1e9, "B"], [1e6, "M"], [1e3, "k"]];
   for (const [size, suffix] of units) if (Math.abs(n) >= size) return (n / size).toFixed(n % size ? 1 : 0) + suffix;
-  return String(n);
+  return String(Number(n.toPrecision(6))); // an axis of cost steps by 0.1: no 0.30000000000000004
 }
 
 // Absolute URLs from location.origin: a page opened as http://user:token@host/ (HTTP Basic)
@@ -114,6 +114,10 @@ function renderCards(total) {
   $("#cards").replaceChildren(...cards);
 }
 
+// The chart's numbers: counts arrive as integers, cost as exact decimal text. Heights may be
+// floats (pixels); what the page shows and keeps in data-value is the exact value.
+function chartValue(data, raw) { return data.metric === "cost" ? `${data.currency ? data.currency + " " : ""}${money(raw)}` : fmt.format(raw); }
+
 function renderChart(data) {
   const box = $("#chart");
   const width = Math.max(640, box.clientWidth || 960);
@@ -125,7 +129,7 @@ function renderChart(data) {
   defs.append(hatch);
   svg.append(defs);
   const color = new Map(data.series.map((s, i) => [s, PALETTE[i % PALETTE.length]]));
-  const max = Math.max(1, ...data.days.map((d) => d.total));
+  const max = Math.max(data.metric === "cost" ? 1e-9 : 1, ...data.days.map((d) => Number(d.total)));
   const step = Math.pow(10, Math.floor(Math.log10(max / 4)));
   const tick = [1, 2, 2.5, 5, 10].map((f) => f * step).find((s) => max / s <= 5) || step * 10;
   const top = Math.ceil(max / tick) * tick;
@@ -145,26 +149,28 @@ function renderChart(data) {
     const x = m.l + slot * i + (slot - bar) / 2;
     const g = el("svg:g", { class: "day", "data-date": day.date, "data-total": String(day.total), "data-final": String(day.final), "data-revised": String(day.revised) });
     let acc = 0;
+    const dayTotal = Number(day.total);
     for (const name of data.series) {
-      const value = day.stacks[name] || 0;
+      const raw = day.stacks[name] || 0;
+      const value = Number(raw);
       if (!value) continue;
-      const rect = el("svg:rect", { x, width: bar, y: y(acc + value), height: Math.max(0.5, y(acc) - y(acc + value)), fill: color.get(name), "data-series": name, "data-value": String(value) });
-      rect.append(el("svg:title", {}, `${day.date} · ${name}: ${fmt.format(value)}`));
+      const rect = el("svg:rect", { x, width: bar, y: y(acc + value), height: Math.max(0.5, y(acc) - y(acc + value)), fill: color.get(name), "data-series": name, "data-value": String(raw) });
+      rect.append(el("svg:title", {}, `${day.date} · ${name}: ${chartValue(data, raw)}`));
       g.append(rect);
       acc += value;
     }
-    if (!day.final && day.total) g.append(el("svg:rect", { class: "provisional-mark", x, width: bar, y: y(day.total), height: y(0) - y(day.total), fill: "url(#hatch)" }));
-    if (day.revised) g.append(el("svg:circle", { class: "revised-mark", cx: x + bar / 2, cy: y(day.total) - 7, r: 4, fill: "#7a3fa0" }));
+    if (!day.final && dayTotal) g.append(el("svg:rect", { class: "provisional-mark", x, width: bar, y: y(dayTotal), height: y(0) - y(dayTotal), fill: "url(#hatch)" }));
+    if (day.revised) g.append(el("svg:circle", { class: "revised-mark", cx: x + bar / 2, cy: y(dayTotal) - 7, r: 4, fill: "#7a3fa0" }));
     if (i % every === 0) {
       const label = el("svg:text", { class: day.final ? "day-label" : "day-label open", x: x + bar / 2, y: height - m.b + 16, "text-anchor": "middle" }, day.date.slice(5));
       g.append(label);
       if (!day.final) g.append(el("svg:text", { x: x + bar / 2, y: height - m.b + 30, "text-anchor": "middle", "font-size": 9, fill: "#b26a00" }, "open"));
     }
-    g.append(el("svg:title", {}, `${day.date}: ${fmt.format(day.total)} ${human(data.metric)}${day.final ? "" : " (provisional)"}${day.revised ? " (revised)" : ""}`));
+    g.append(el("svg:title", {}, `${day.date}: ${chartValue(data, day.total)} ${human(data.metric)}${day.final ? "" : " (provisional)"}${day.revised ? " (revised)" : ""}`));
     svg.append(g);
   });
   box.replaceChildren(svg);
-  const legend = data.series.map((s) => { const li = el("li"); li.append(el("span", { class: "swatch", "data-color": color.get(s) }), s); return li; });
+  const legend = data.series.map((s) => { const li = el("li"); li.append(el("span", { class: "swatch", "data-color": color.get(s) }), s === "(other)" ? `other (${fmt.format(data.folded)} smaller)` : s); return li; });
   legend.forEach((li, i) => { li.firstChild.style.background = color.get(data.series[i]); });
   const hatchLi = el("li"); hatchLi.append(el("span", { class: "swatch hatch" }), "provisional (day still open)");
   const dotLi = el("li"); dotLi.append(el("span", { class: "swatch dot" }), "revised (late charges)");
@@ -196,6 +202,23 @@ function renderTable(data) {
   foot.append(el("td"));
   $("#records tfoot").replaceChildren(foot);
   $("#truncated").hidden = !data.truncated;
+}
+
+function renderTop(data) {
+  const table = $(`#top-${data.by}`);
+  const lines = data.rows.map((r, i) => {
+    const tr = el("tr", { "data-account": r.account_id, "data-cost": String(r.cost) });
+    tr.append(el("td", { class: "num" }, String(i + 1)));
+    if (data.by === "user") { tr.dataset.user = r.user_id; tr.append(el("td", { "data-col": "user_id" }, r.user_id)); }
+    tr.append(el("td", { "data-col": "account_id" }, r.account_id));
+    tr.append(el("td", { class: "num", "data-col": "cost" }, `${r.currency ? r.currency + " " : ""}${money(r.cost)}`));
+    tr.append(el("td", { class: "num", "data-col": "charge_count" }, fmt.format(r.charge_count)));
+    return tr;
+  });
+  table.tBodies[0].replaceChildren(...lines);
+  const more = table.parentElement.querySelector(".top-more");
+  more.textContent = `and ${fmt.format(data.count - data.rows.length)} more`;
+  more.hidden = data.count <= data.rows.length;
 }
 
 async function loadState() {
@@ -235,11 +258,15 @@ async function load() {
   $("#csv").href = api(`/api/rows.csv${filters.toString() ? `?${filters}` : ""}`);
   document.body.dataset.state = "loading";
   try {
-    const [daily, table] = await Promise.all([getJSON(`/api/daily?${all}`), getJSON(`/api/rows?${filters}`)]);
+    const [daily, table, ...tops] = await Promise.all([
+      getJSON(`/api/daily?${all}`), getJSON(`/api/rows?${filters}`),
+      ...["account", "user"].map((by) => getJSON(`/api/top?${filters}${filters.toString() ? "&" : ""}by=${by}`)),
+    ]);
     if (mine !== generation) return;
     showError("");
     renderCards(table.total);
     renderChart(daily);
+    tops.forEach(renderTop);
     renderTable(table);
     document.body.dataset.state = "ready";
   } catch (e) {
