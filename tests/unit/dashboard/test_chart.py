@@ -29,7 +29,11 @@ def row(account: str, cost: str, day: date = DAY, tokens: int = 1) -> dict[str, 
 
 def test_cost_stacks_add_nano_units_exactly() -> None:
     # 0.1 + 0.2 in floats is 0.30000000000000004; a float sum of many costs drifts further.
-    rows = [row("a", "0.100000001"), row("b", "0.200000001"), row("a", "9007199.254740993", date(2026, 11, 11))]
+    rows = [
+        row("a", "0.100000001"),
+        row("b", "0.200000001"),
+        row("a", "9007199.254740993", date(2026, 11, 11)),
+    ]
     got = chart(rows, "account", "cost")
     assert got["currency"] == "USD"
     assert got["days"][0]["stacks"] == {"a": "0.100000001", "b": "0.200000001"}
