@@ -31,8 +31,7 @@ FILTERS = ("account", "user", "provider", "charge_type")
 CHART_BY = ("provider", "charge_type", "model", "account")  # by model: read from the rows by model
 #: What the chart can stack: the integer counts, or the exact cost (summed as nano-units).
 CHART_METRICS = (*METRICS, "cost")
-CHART_SERIES = 8  # the largest series keep their colour; the rest are stacked as one OTHER
-OTHER = "(other)"
+CHART_SERIES = 8  # the largest series keep their colour; the rest are one "other" stack per day
 TOP_BY = ("account", "user")  # "top users" are users of an account: a user id is per account
 TOP_LIMIT = 10
 TABLE_GROUP_BY = ("date", "account", "user", "provider", "charge_type")  # one line per stored row
@@ -185,8 +184,9 @@ def chart(
 
     Integers are summed as integers and cost as nano-units, then cost goes out as decimal text
     (a JSON number is a float to the page). Beyond `keep` series (by their total over the range,
-    e.g. hundreds of accounts) the smaller ones are stacked as one OTHER so the chart stays
-    readable; `folded` says how many."""
+    e.g. hundreds of accounts) the smaller ones are summed into each day's `other`, kept apart
+    from `stacks` because any name, "(other)" included, can be a real account id; `folded` says
+    how many series were summed."""
     column = GROUP_COLUMNS[by]
     totals: Counter[str] = Counter()
     for r in rows:
@@ -196,16 +196,20 @@ def chart(
     shown = cost_text if metric == "cost" else int
     days: dict[date, dict[str, Any]] = {}
     for r in rows:
-        day = days.setdefault(r["date"], {"date": r["date"].isoformat(), "stacks": Counter(), "total": 0})
-        name = r[column] if r[column] in kept else OTHER
-        day["stacks"][name] += _amount(r, metric)
+        day = days.setdefault(
+            r["date"], {"date": r["date"].isoformat(), "stacks": Counter(), "other": 0, "total": 0}
+        )
+        if r[column] in kept:
+            day["stacks"][r[column]] += _amount(r, metric)
+        else:
+            day["other"] += _amount(r, metric)
         day["total"] += _amount(r, metric)
         day["final"] = day.get("final", True) and bool(r["final"])
         day["revised"] = day.get("revised", False) or int(r["late_charge_count"]) > 0
     for day in days.values():
         day["stacks"] = {name: shown(v) for name, v in day["stacks"].items()}
-        day["total"] = shown(day["total"])
-    series = sorted(kept) + ([OTHER] if len(kept) < len(ranked) else [])
+        day["other"], day["total"] = shown(day["other"]), shown(day["total"])
+    series = sorted(kept)
     currency = max((r["currency"] for r in rows if r.get("currency")), default=None)
     return {
         "by": by,

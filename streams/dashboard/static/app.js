@@ -5,6 +5,7 @@
 const FILTERS = ["account", "user", "provider", "charge_type", "from", "to"];
 const OPTIONS = ["by", "metric"];
 const PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
+const OTHER_COLOR = "#8a8f98"; // the summed smaller series; not in PALETTE, so never a series' colour
 const SVG = "http://www.w3.org/2000/svg";
 const fmt = new Intl.NumberFormat("en-US");
 const $ = (sel) => document.querySelector(sel);
@@ -159,6 +160,12 @@ function renderChart(data) {
       g.append(rect);
       acc += value;
     }
+    const other = Number(day.other || 0);
+    if (other) {
+      const rect = el("svg:rect", { class: "other", x, width: bar, y: y(acc + other), height: Math.max(0.5, y(acc) - y(acc + other)), fill: OTHER_COLOR, "data-other": String(day.other) });
+      rect.append(el("svg:title", {}, `${day.date} · ${fmt.format(data.folded)} smaller: ${chartValue(data, day.other)}`));
+      g.append(rect);
+    }
     if (!day.final && dayTotal) g.append(el("svg:rect", { class: "provisional-mark", x, width: bar, y: y(dayTotal), height: y(0) - y(dayTotal), fill: "url(#hatch)" }));
     if (day.revised) g.append(el("svg:circle", { class: "revised-mark", cx: x + bar / 2, cy: y(dayTotal) - 7, r: 4, fill: "#7a3fa0" }));
     if (i % every === 0) {
@@ -170,8 +177,8 @@ function renderChart(data) {
     svg.append(g);
   });
   box.replaceChildren(svg);
-  const legend = data.series.map((s) => { const li = el("li"); li.append(el("span", { class: "swatch", "data-color": color.get(s) }), s === "(other)" ? `other (${fmt.format(data.folded)} smaller)` : s); return li; });
-  legend.forEach((li, i) => { li.firstChild.style.background = color.get(data.series[i]); });
+  const legend = data.series.map((s) => { const li = el("li"); li.append(el("span", { class: "swatch" }), s); li.firstChild.style.background = color.get(s); return li; });
+  if (data.folded) { const li = el("li", { class: "other" }); li.append(el("span", { class: "swatch" }), `other (${fmt.format(data.folded)} smaller)`); li.firstChild.style.background = OTHER_COLOR; legend.push(li); }
   const hatchLi = el("li"); hatchLi.append(el("span", { class: "swatch hatch" }), "provisional (day still open)");
   const dotLi = el("li"); dotLi.append(el("span", { class: "swatch dot" }), "revised (late charges)");
   $("#legend").replaceChildren(...legend, hatchLi, dotLi);

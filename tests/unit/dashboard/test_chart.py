@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from streams.dashboard.data import OTHER, chart, cost_nanos, cost_text, parse_view, top
+from streams.dashboard.data import chart, cost_nanos, cost_text, parse_view, top
 from streams.errors import BadRequest
 
 DAY = date(2026, 11, 10)
@@ -44,11 +44,18 @@ def test_cost_stacks_add_nano_units_exactly() -> None:
 def test_small_series_fold_into_other() -> None:
     rows = [row(f"acct{i}", f"{i}.000000001") for i in range(1, 6)]
     got = chart(rows, "account", "cost", keep=2)
-    assert got["series"] == ["acct4", "acct5", OTHER] and got["folded"] == 3
-    assert got["days"][0]["stacks"][OTHER] == "6.000000003"
-    assert got["days"][0]["total"] == "15.000000005"
+    assert got["series"] == ["acct4", "acct5"] and got["folded"] == 3
+    assert got["days"][0]["stacks"] == {"acct4": "4.000000001", "acct5": "5.000000001"}
+    assert got["days"][0]["other"] == "6.000000003" and got["days"][0]["total"] == "15.000000005"
     counts = chart(rows, "account", "total_tokens", keep=10)
-    assert counts["folded"] == 0 and OTHER not in counts["series"] and counts["days"][0]["total"] == 5
+    assert counts["folded"] == 0 and counts["days"][0]["other"] == 0 and counts["days"][0]["total"] == 5
+
+
+def test_an_account_named_like_the_other_stack_stays_its_own_series() -> None:
+    rows = [row("(other)", "3"), row("b", "2"), row("c", "1")]
+    got = chart(rows, "account", "cost", keep=2)
+    assert got["days"][0]["stacks"] == {"(other)": "3.000000000", "b": "2.000000000"}
+    assert got["days"][0]["other"] == "1.000000000"
 
 
 def test_cost_with_a_digit_below_the_nano_unit_is_refused_not_truncated() -> None:
