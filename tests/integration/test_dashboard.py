@@ -484,7 +484,7 @@ async def test_chart_by_model_reads_the_rows_by_model(loaded: str) -> None:
 
 async def test_token_is_required_when_set(loaded: str) -> None:
     async with serving(settings_for(loaded), token="s3cret-token") as base, aiohttp.ClientSession() as http:
-        for path in ("/", "/api/rows", "/api/rows.csv", "/api/state", "/static/app.js"):
+        for path in ("/", "/api/rows", "/api/rows.csv", "/api/top", "/api/state", "/static/app.js"):
             async with http.get(base + path) as response:
                 assert response.status == 401, path
                 assert "Basic" in response.headers.getall("WWW-Authenticate")[0]

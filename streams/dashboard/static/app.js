@@ -92,9 +92,11 @@ function money(text) {
   return `${whole.replace(/\B(?=(\d{3})+(?!\d))/g, ",")}.${digits}`;
 }
 
+function priced(currency, text) { return `${currency ? currency + " " : ""}${money(text)}`; }
+
 function costCard(t) {
   const node = el("div", { class: "card", id: "card-cost" });
-  const value = `${t.currency ? t.currency + " " : ""}${money(t.cost)}`;
+  const value = priced(t.currency, t.cost);
   node.append(el("div", { class: "label" }, "Cost"), el("div", { class: "value", "data-value": String(t.cost || "0") }, value));
   const unpriced = t.unpriced_charge_count || 0;
   node.append(el("div", { class: "detail", "data-unpriced": String(unpriced) }, unpriced ? `${fmt.format(unpriced)} charges without a price` : "every charge priced"));
@@ -117,7 +119,7 @@ function renderCards(total) {
 
 // The chart's numbers: counts arrive as integers, cost as exact decimal text. Heights may be
 // floats (pixels); what the page shows and keeps in data-value is the exact value.
-function chartValue(data, raw) { return data.metric === "cost" ? `${data.currency ? data.currency + " " : ""}${money(raw)}` : fmt.format(raw); }
+function chartValue(data, raw) { return data.metric === "cost" ? priced(data.currency, raw) : fmt.format(raw); }
 
 function renderChart(data) {
   const box = $("#chart");
@@ -218,7 +220,7 @@ function renderTop(data) {
     tr.append(el("td", { class: "num" }, String(i + 1)));
     if (data.by === "user") { tr.dataset.user = r.user_id; tr.append(el("td", { "data-col": "user_id" }, r.user_id)); }
     tr.append(el("td", { "data-col": "account_id" }, r.account_id));
-    tr.append(el("td", { class: "num", "data-col": "cost" }, `${r.currency ? r.currency + " " : ""}${money(r.cost)}`));
+    tr.append(el("td", { class: "num", "data-col": "cost" }, priced(r.currency, r.cost)));
     tr.append(el("td", { class: "num", "data-col": "charge_count" }, fmt.format(r.charge_count)));
     return tr;
   });
