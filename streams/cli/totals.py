@@ -126,6 +126,12 @@ Connection: BILLING_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/b
 @click.option("--provider", multiple=True, metavar="SLUG", help="Only this provider (repeatable).")
 @click.option("--charge-type", multiple=True, metavar="TYPE", help="Only this type (repeatable).")
 @click.option("--model", multiple=True, metavar="NAME", help="Only this model, lower-case (repeatable).")
+@click.option(
+    "--currency",
+    multiple=True,
+    metavar="CODE",
+    help="Only rows priced in this currency, e.g. USD (repeatable).",
+)
 @click.option("--from", "date_from", callback=_parse_day, metavar="YYYY-MM-DD", help="First day, inclusive.")
 @click.option("--to", "date_to", callback=_parse_day, metavar="YYYY-MM-DD", help="Last day, inclusive.")
 @click.option("--group-by", default=",".join(DEFAULT_GROUP_BY), show_default=True, metavar="NAMES", help=_BY)

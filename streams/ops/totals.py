@@ -54,6 +54,7 @@ class TotalsQuery:
     provider: tuple[str, ...] = ()
     charge_type: tuple[str, ...] = ()
     model: tuple[str, ...] = ()
+    currency: tuple[str, ...] = ()  # rows priced in these currencies (three-letter codes)
     date_from: date | None = None
     date_to: date | None = None
     group_by: tuple[str, ...] = DEFAULT_GROUP_BY
@@ -61,7 +62,7 @@ class TotalsQuery:
 
     def __post_init__(self) -> None:
         # Accept a single string or any iterable, store tuples: the query stays hashable.
-        for name in (*_FILTERS, "group_by"):
+        for name in (*_FILTERS, "currency", "group_by"):
             value: str | Iterable[str] | None = getattr(self, name)
             object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value or ()))
 
@@ -108,6 +109,8 @@ def build_totals_sql(q: TotalsQuery) -> tuple[str, list[Any]]:
         values = getattr(q, name)
         if values:
             where.append(f'"{GROUP_COLUMNS[name]}" = ANY({bind(list(values), "text[]")})')
+    if q.currency:
+        where.append(f'"currency" = ANY({bind([c.strip().upper() for c in q.currency], "text[]")})')
     if q.date_from is not None:
         where.append(f'"date" >= {bind(q.date_from, "date")}')
     if q.date_to is not None:

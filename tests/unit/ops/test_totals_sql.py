@@ -103,6 +103,7 @@ def test_filters_produce_the_expected_where_with_bound_parameters() -> None:
             [["u1", "u2"], date(2026, 1, 1)],
         ),
         (TotalsQuery(final_only=True), "finalized_at IS NOT NULL", []),
+        (TotalsQuery(currency=" usd"), '"currency" = ANY($1::text[])', [["USD"]]),
     ],
 )
 def test_each_filter_alone(query: TotalsQuery, where: str, params: list[object]) -> None:
