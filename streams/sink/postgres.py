@@ -20,7 +20,6 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import date
 from typing import TypeVar
 
@@ -34,7 +33,6 @@ from streams.rules.price_book import Pricing
 from streams.rules.settle import (
     Coordinates,
     PendingCharge,
-    RowDelta,
     admit,
     closure_marks,
     first_sightings,
@@ -44,6 +42,7 @@ from streams.rules.settle import (
 from streams.sink import pg, sql
 from streams.sink.pg import RECORD_ERRORS, TRANSIENT
 from streams.sink.prices import PriceCache
+from streams.sink.rows import FlushResult, days_by_partition, delta_columns
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,62 +55,6 @@ class _TooLate(Exception):
     def __init__(self, charges: list[PendingCharge]) -> None:
         super().__init__(f"{len(charges)} charges too late")
         self.charges = charges
-
-
-@dataclass(frozen=True, slots=True)
-class FlushResult:
-    charges: int
-    duplicates: int
-    rows_written: int
-    seconds: float
-    late: int = 0  # charges added to an already-final day (counted for metrics only)
-    unpriced: tuple[tuple[str, str, int], ...] = ()  # (provider, model, charges) without a price
-    cost_nanos: int = 0  # what the committed charges cost, in nano-units of `currency`
-    currency: str | None = None
-
-    @classmethod
-    def total(cls, results: list[FlushResult]) -> FlushResult:
-        """One result for shares of a batch committed side by side (the slowest one's time)."""
-        return cls(
-            sum(r.charges for r in results),
-            sum(r.duplicates for r in results),
-            sum(r.rows_written for r in results),
-            max(r.seconds for r in results),
-            sum(r.late for r in results),
-            tuple(u for r in results for u in r.unpriced),
-            sum(r.cost_nanos for r in results),
-            next((r.currency for r in results if r.currency), None),
-        )
-
-
-def _delta_row(d: RowDelta) -> tuple[object, ...]:
-    """A delta in the column order of the upserts (`sql.UPSERT`, `sql.UPSERT_MODELS`)."""
-    return (
-        *d.key,
-        *d.sums,
-        d.charge_count,
-        d.late_charge_count,
-        d.cost_nanos,
-        d.unpriced_charge_count,
-        d.currency,
-    )
-
-
-def _columns(deltas: list[RowDelta]) -> list[list[object]]:
-    """Deltas column by column, rows in key order (the index's: B-trees take it faster)."""
-    return list(map(list, zip(*sorted(map(_delta_row, deltas)), strict=True)))
-
-
-def _days_by_partition(batch: Batch) -> dict[int, tuple[date, date]]:
-    """The first and last billing day of the charges each partition brought."""
-    out: dict[int, tuple[date, date]] = {}
-    for r in batch.rows:
-        span = out.get(r.partition)
-        if span is None:
-            out[r.partition] = (r.day, r.day)
-        elif r.day < span[0] or r.day > span[1]:
-            out[r.partition] = (min(span[0], r.day), max(span[1], r.day))
-    return out
 
 
 class PostgresSink:
@@ -251,10 +194,10 @@ class PostgresSink:
                     cost = sum(d.cost_nanos for d in settled.deltas)
                     currency = next((d.currency for d in settled.deltas if d.currency), None)
                     if settled.deltas:
-                        await conn.execute(sql.UPSERT, *_columns(settled.deltas), closed)
-                        await conn.execute(sql.UPSERT_MODELS, *_columns(settled.model_deltas), closed)
+                        await conn.execute(sql.UPSERT, *delta_columns(settled.deltas), closed)
+                        await conn.execute(sql.UPSERT_MODELS, *delta_columns(settled.model_deltas), closed)
             crashpoints.reached("inside_flush_transaction")
-            days = _days_by_partition(batch)
+            days = days_by_partition(batch)
             await conn.execute(
                 sql.ADVANCE,
                 self.topic,

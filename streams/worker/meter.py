@@ -28,7 +28,8 @@ from streams.errors import SinkDataError
 from streams.rules.batch import Batch, record_fingerprint
 from streams.rules.fast_decode import add_to_batch
 from streams.rules.settle import PendingCharge
-from streams.sink.postgres import FlushResult, PostgresSink
+from streams.sink.postgres import PostgresSink
+from streams.sink.rows import FlushResult
 from streams.worker.metrics import Metrics
 
 log = logging.getLogger("streams.worker")

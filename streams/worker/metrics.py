@@ -21,7 +21,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from streams.rules.batch import Batch
-from streams.sink.postgres import FlushResult
+from streams.sink.rows import FlushResult
 
 # Flush latency spans a fast COPY (milliseconds) and a Postgres outage (minutes of retries).
 FLUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, math.inf)
