@@ -9,7 +9,7 @@ from prometheus_client import generate_latest
 
 from schemas.charge import Charge
 from streams.rules.batch import Batch
-from streams.sink.postgres import FlushResult
+from streams.sink.rows import FlushResult
 from streams.worker.metrics import Metrics
 
 
