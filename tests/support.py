@@ -166,6 +166,25 @@ def closing_grace(now: datetime) -> str:
     return f"{max(0.0, since_midnight.total_seconds() - 1):.3f}s"
 
 
+async def closing_pipeline(
+    bootstrap: str, database_url: str, data_dir: Path, now: datetime, partitions: int
+) -> dict[str, str]:
+    """An isolated pipeline (topics created) whose days before `now`'s date close at once and
+    where no other day closes during the test, whatever the time of day (see closing_grace)."""
+    from streams.kafka.topics import ensure_topics
+
+    env = pipeline_env(
+        bootstrap,
+        database_url,
+        data_dir,
+        partitions=str(partitions),
+        kafka_session_timeout="6s",
+        grace=closing_grace(now),
+    )
+    await ensure_topics(settings_from(env))
+    return env
+
+
 def times_on(day: date, now: datetime, rng: Any, within: float = 7200, n: int = 1) -> list[datetime]:
     """`n` moments in the first `within` seconds of `day` (UTC), none after `now`: on today's
     date early in the morning there are fewer seconds to choose from."""

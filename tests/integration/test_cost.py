@@ -26,18 +26,15 @@ import httpx
 import pytest
 
 from streams.cli.totals import money
-from streams.kafka.topics import ensure_topics
 from tests.integration.test_replay_rebuild import committed, past_days_final, produce, read_stamps
 from tests.support import (
     ROOT,
     WorkerProcess,
     charge_dict,
-    closing_grace,
+    closing_pipeline,
     fetch_rows,
     ground_truth,
     mismatches,
-    pipeline_env,
-    settings_from,
     wait_until,
 )
 
@@ -222,15 +219,7 @@ async def test_cost_is_exact_through_a_kill_a_replay_a_rebuild_and_a_price_corre
     now = datetime.now(UTC)
     today = now.date()
     days = [today - timedelta(days=2), today - timedelta(days=1)]
-    env = pipeline_env(
-        broker,
-        database,
-        tmp_path / "data",
-        partitions=str(PARTITIONS),
-        kafka_session_timeout="6s",
-        grace=closing_grace(now),
-    )
-    await ensure_topics(settings_from(env))
+    env = await closing_pipeline(broker, database, tmp_path / "data", now, PARTITIONS)
     book = price_rows(days[1])
     prices_csv = tmp_path / "prices.csv"
     header = ["provider", "model", "valid_from", "input", "output", "cache_read", "cache_write", "reasoning"]

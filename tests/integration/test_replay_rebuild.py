@@ -26,7 +26,7 @@ from tests.support import (
     ROOT,
     WorkerProcess,
     charge_dict,
-    closing_grace,
+    closing_pipeline,
     encode_batch,
     fetch_rows,
     ground_truth,
@@ -153,15 +153,7 @@ async def start(
 ) -> tuple[dict[str, str], WorkerProcess]:
     # The days before `now`'s date close at once and no other closes during the test, whatever
     # the time of day (even across midnight).
-    env = pipeline_env(
-        broker,
-        database,
-        tmp_path / "data",
-        partitions=str(PARTITIONS),
-        kafka_session_timeout="6s",
-        grace=closing_grace(now),
-    )
-    await ensure_topics(settings_from(env))
+    env = await closing_pipeline(broker, database, tmp_path / "data", now, PARTITIONS)
     return env, WorkerProcess(env, tmp_path / "worker.log").start()
 
 
