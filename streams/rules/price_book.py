@@ -6,29 +6,32 @@ or a correction) wins over the default for every account while it is in force; b
 account's first own price the default applies. A model without any price in force is unpriced:
 its charges still count as tokens and are counted in `unpriced_charge_count`.
 
-Pure (the book is loaded from Postgres by `streams.sink.prices`) and cheap per charge: what is
-in force for one (account, provider, model) on one UTC day is worked out once and kept, so a
-charge costs a dictionary lookup and a bisection over that day's few price changes.
+Pure (the book is loaded from Postgres by `streams.sink.prices`) and cheap per charge: for each
+(account, provider, model) the book keeps the span between two price changes that the last
+charge fell in, so a charge costs a dictionary lookup and two comparisons while its charges stay
+in that span (prices change rarely; charges of one day nearly always share one span).
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime
 
 from streams.rules.pricing import Counts, Price, cost_nanos, normalize_model
 from streams.rules.settle import PendingCharge
 
 Timeline = tuple[tuple[datetime, ...], tuple[Price, ...]]  # starts ascending, price from each start
-DayTimeline = tuple[tuple[datetime, ...], tuple[Price | None, ...]]  # None: unpriced from there
+Span = tuple[datetime, datetime, Price | None]  # [from, until): one price in force (None: unpriced)
 _Key = tuple[str | None, str, str]  # account (None: every account), provider, model
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 class PriceBook:
     """Every price, indexed for lookups by account, provider, model and time."""
 
-    def __init__(self, prices: Iterable[Price] = (), day_cache_size: int = 100_000) -> None:
+    def __init__(self, prices: Iterable[Price] = (), span_cache_size: int = 100_000) -> None:
         grouped: dict[_Key, list[Price]] = {}
         for p in prices:
             grouped.setdefault((p.account_id, p.provider, normalize_model(p.model)), []).append(p)
@@ -36,10 +39,10 @@ class PriceBook:
         for key, found in grouped.items():
             found.sort(key=lambda p: p.valid_from)
             self._timelines[key] = (tuple(p.valid_from for p in found), tuple(found))
-        # A worker keeps one book for as long as no price changes: the per-day cache starts over
-        # when full, so it holds the days being counted, not every day since the book was loaded.
-        self._days: dict[tuple[str, str, str, date], DayTimeline] = {}
-        self._day_cache_size = day_cache_size
+        # A worker keeps one book for as long as no price changes: the span cache starts over
+        # when full, so it holds the keys being counted, not every key since the book was loaded.
+        self._spans: dict[tuple[str, str, str], Span] = {}
+        self._span_cache_size = span_cache_size
         self.currencies = frozenset(p.currency for ps in grouped.values() for p in ps)
 
     def __len__(self) -> int:
@@ -64,30 +67,31 @@ class PriceBook:
         own = self._latest((account_id, provider, name), at)
         return own if own is not None else self._latest((None, provider, name), at)
 
-    def _day(self, account_id: str, provider: str, model: str, day: date) -> DayTimeline:
-        """What is in force over one UTC day, as the instants it changes and the prices from them."""
-        key = (account_id, provider, model, day)
-        found = self._days.get(key)
-        if found is None:
-            if len(self._days) >= self._day_cache_size:
-                self._days.clear()
-            start = datetime.combine(day, time(), UTC)
-            end = start + timedelta(days=1)
-            points = {start}
-            for owner in (account_id, None):
-                timeline = self._timelines.get((owner, provider, model))
-                if timeline is not None:
-                    points.update(t for t in timeline[0] if start < t < end)
-            starts = tuple(sorted(points))
-            in_force = tuple(self.price_at(account_id, provider, model, t) for t in starts)
-            found = self._days[key] = (starts, in_force)
-        return found
+    def _span(self, account_id: str, provider: str, model: str, at: datetime) -> Span:
+        """The span around `at` in which the price in force stays the same: from the last change
+        (of the account's own prices or the default ones) at or before `at` to the next."""
+        since, until = _EARLIEST, _LATEST
+        for owner in (account_id, None):
+            timeline = self._timelines.get((owner, provider, model))
+            if timeline is not None:
+                starts = timeline[0]
+                i = bisect.bisect_right(starts, at)
+                if i > 0:
+                    since = max(since, starts[i - 1])
+                if i < len(starts):
+                    until = min(until, starts[i])
+        return since, until, self.price_at(account_id, provider, model, at)
 
     def lookup(self, account_id: str, provider: str, model: str | None, at: datetime) -> Price | None:
-        """`price_at`, through the per-day cache (what the sink calls once per charge)."""
-        moment = at.astimezone(UTC)
-        starts, in_force = self._day(account_id, provider, normalize_model(model), moment.date())
-        return in_force[bisect.bisect_right(starts, moment) - 1]
+        """`price_at`, through the span cache (what the sink calls once per charge)."""
+        name = normalize_model(model)
+        key = (account_id, provider, name)
+        span = self._spans.get(key)
+        if span is None or not span[0] <= at < span[1]:
+            if len(self._spans) >= self._span_cache_size:
+                self._spans.clear()
+            span = self._spans[key] = self._span(account_id, provider, name, at)
+        return span[2]
 
     def cost(
         self, account_id: str, provider: str, model: str | None, at: datetime, counts: Counts

@@ -142,18 +142,26 @@ def test_price_in_force_by_time_with_an_account_override() -> None:
     st.lists(
         st.tuples(st.integers(0, 72 * 60), st.sampled_from([None, "acme"]), st.integers(1, 9)), max_size=12
     ),
-    st.integers(0, 72 * 60),
+    st.lists(st.tuples(st.sampled_from(["acme", "globex"]), st.integers(-60, 73 * 60 * 60)), max_size=40),
 )
 def test_cached_lookup_agrees_with_the_plain_one(
-    changes: list[tuple[int, str | None, int]], minute: int
+    changes: list[tuple[int, str | None, int]], lookups: list[tuple[str, int]]
 ) -> None:
     book = PriceBook(
         (price(valid_from=T0 + timedelta(minutes=m), account_id=a, input=Decimal(r)) for m, a, r in changes),
-        day_cache_size=2,  # starts over often: the answers must not depend on what it holds
+        span_cache_size=1,  # starts over often: the answers must not depend on what it holds
     )
-    for account in ("acme", "globex"):
-        for moment in (T0 + timedelta(minutes=minute), T0 + timedelta(minutes=minute, seconds=-1)):
-            assert book.lookup(account, "openai", "gpt-4o", moment) == book.price_at(
-                account, "openai", "gpt-4o", moment
-            )
-    assert len(book._days) <= 2  # bounded: a long-running worker does not keep every day
+    # In any order, on and around the changes: each answer equals the uncached one, whatever
+    # span the previous lookup of the same key left behind.
+    moments = [(a, T0 + timedelta(seconds=s)) for a, s in lookups]
+    moments += [
+        (a, T0 + timedelta(minutes=m, seconds=d))
+        for m, _, _ in changes
+        for a in ("acme", "globex")
+        for d in (-1, 0)
+    ]
+    for account, moment in moments:
+        assert book.lookup(account, "openai", "gpt-4o", moment) == book.price_at(
+            account, "openai", "gpt-4o", moment
+        )
+    assert len(book._spans) <= 1  # bounded: a long-running worker does not keep every key
