@@ -52,8 +52,22 @@ def delta_row(d: RowDelta) -> tuple[object, ...]:
 
 
 def delta_columns(deltas: list[RowDelta]) -> list[list[object]]:
-    """Deltas column by column, rows in key order (the index's: B-trees take it faster)."""
-    return list(map(list, zip(*sorted(map(delta_row, deltas)), strict=True)))
+    """Deltas column by column (as `delta_row` orders a delta's values), rows in key order (the
+    index's: B-trees take it faster). Built column-wise: a flush writes a delta per daily row and
+    per row by model, and a tuple per delta, sorted whole, cost the worker a tenth of its time."""
+    ordered = sorted(deltas, key=_by_key)
+    columns: list[list[object]] = [list(c) for c in zip(*(d.key for d in ordered), strict=True)]
+    columns += [list(c) for c in zip(*(d.sums for d in ordered), strict=True)]
+    columns.append([d.charge_count for d in ordered])
+    columns.append([d.late_charge_count for d in ordered])
+    columns.append([d.cost_nanos for d in ordered])
+    columns.append([d.unpriced_charge_count for d in ordered])
+    columns.append([d.currency for d in ordered])
+    return columns
+
+
+def _by_key(d: RowDelta) -> tuple[object, ...]:
+    return d.key
 
 
 def days_by_partition(batch: Batch) -> dict[int, tuple[date, date]]:
