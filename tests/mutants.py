@@ -104,6 +104,12 @@ MUTANTS = (
     ),
     Mutant(
         "streams/rules/settle.py",
+        "roll_up: a daily row keeps the cost of one model only",
+        "delta.cost_nanos += m.cost_nanos",
+        "delta.cost_nanos = max(delta.cost_nanos, m.cost_nanos)",
+    ),
+    Mutant(
+        "streams/rules/settle.py",
         "first sightings: smallest -> largest",
         "if known is None or where < known:",
         "if known is None or where > known:",

@@ -229,8 +229,7 @@ def settle(
     `winners` maps every key of the batch to the coordinates that count (the ledger's winner,
     or the batch's own first sighting for a new key).
     """
-    deltas: dict[DailyKey, RowDelta] = {}
-    models: dict[ModelKey, RowDelta] = {}
+    models: dict[tuple[object, ...], RowDelta] = {}
     duplicates = late = 0
     for c in charges:
         source = sources[c.partition]
@@ -241,17 +240,44 @@ def settle(
         is_late = closed is not None and c.day <= closed
         late += is_late
         priced = pricer(c) if pricer is not None else None
-        key = c.daily_key
+        # A plain tuple hashes and compares as the ModelKey it stands for: the named one is
+        # built once per row, not once per charge.
+        key = (c.account_id, c.user_id, c.provider, c.model, c.day, c.charge_type)
+        by_model = models.get(key)
+        if by_model is None:
+            by_model = models[key] = RowDelta(ModelKey._make(key))
+        by_model.add(c, priced, is_late)
+    model_deltas = list(models.values())
+    return Settlement(roll_up(model_deltas), duplicates, late, model_deltas)
+
+
+def roll_up(model_deltas: Iterable[RowDelta]) -> list[RowDelta]:
+    """The daily deltas from the deltas by model: a daily row is the sum of its rows by model, so
+    each charge is added once (to its row by model) and each daily row once per model."""
+    deltas: dict[DailyKey, RowDelta] = {}
+    for m in model_deltas:
+        k = m.key
+        assert isinstance(k, ModelKey)
+        key = DailyKey(k.account_id, k.user_id, k.provider, k.date, k.charge_type)
         delta = deltas.get(key)
         if delta is None:
-            delta = deltas[key] = RowDelta(key)
-        delta.add(c, priced, is_late)
-        model_key = c.model_key
-        by_model = models.get(model_key)
-        if by_model is None:
-            by_model = models[model_key] = RowDelta(model_key)
-        by_model.add(c, priced, is_late)
-    return Settlement(list(deltas.values()), duplicates, late, list(models.values()))
+            deltas[key] = RowDelta(
+                key,
+                list(m.sums),
+                m.charge_count,
+                m.late_charge_count,
+                m.cost_nanos,
+                m.unpriced_charge_count,
+                m.currency,
+            )
+            continue
+        delta.sums = [a + b for a, b in zip(delta.sums, m.sums, strict=True)]
+        delta.charge_count += m.charge_count
+        delta.late_charge_count += m.late_charge_count
+        delta.cost_nanos += m.cost_nanos
+        delta.unpriced_charge_count += m.unpriced_charge_count
+        delta.currency = delta.currency or m.currency
+    return list(deltas.values())
 
 
 def horizon_days(horizon_seconds: float) -> int:

@@ -275,3 +275,58 @@ def test_cost_and_unpriced_charges_are_summed_per_row_and_per_model() -> None:
     assert [sum(d.sums[i] for d in result.model_deltas) for i in range(5)] == daily.sums
     unpriced = settle(rows, sources, first_sightings(rows, sources), {})  # no book: nothing priced
     assert (unpriced.deltas[0].cost_nanos, unpriced.deltas[0].unpriced_charge_count) == (0, 3)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["gpt-4o", "claude", "unknown", ""]),
+            st.sampled_from(["user-1", "user-2"]),
+            st.integers(0, 2),  # day offset
+            st.integers(0, 1000),  # prompt tokens
+        ),
+        max_size=40,
+    ),
+    st.integers(0, 3),  # days closed before the charges were applied
+)
+def test_every_daily_delta_is_the_sum_of_its_charges_whatever_their_models(
+    drawn: list[tuple[str, str, int, int]], closed: int
+) -> None:
+    def priced(c: PendingCharge) -> tuple[int, str] | None:
+        return None if c.model in ("unknown", "") else (c.prompt_tokens * 3 + len(c.model), "USD")
+
+    rows = [
+        charge(f"e{i}", 0, i, day=DAY + timedelta(days=d), prompt=p)._replace(model=m, user_id=u)
+        for i, (m, u, d, p) in enumerate(drawn)
+    ]
+    sources = {0: 7}
+    marks = {7: ClosureMarks((DAY + timedelta(days=closed - 1),), (-1,))} if closed else {}
+    result = settle(rows, sources, first_sightings(rows, sources), marks, priced)
+    truth: dict[DailyKey, list[int]] = defaultdict(lambda: [0] * 9)
+    for c in rows:
+        cost = priced(c)
+        t = truth[c.daily_key]
+        for i, n in enumerate((c.prompt_tokens, c.completion_tokens, c.total_tokens, c.cached_tokens)):
+            t[i] += n
+        t[4] += 1
+        t[5] += bool(closed) and c.day <= DAY + timedelta(days=closed - 1)
+        t[6] += cost[0] if cost else 0
+        t[7] += cost is None
+        t[8] += c.reasoning_tokens
+    found = {
+        d.key: [
+            *d.sums[:4],
+            d.charge_count,
+            d.late_charge_count,
+            d.cost_nanos,
+            d.unpriced_charge_count,
+            d.sums[4],
+        ]
+        for d in result.deltas
+    }
+    assert found == dict(truth)
+    assert len(result.deltas) == len(truth)
+    currencies = {d.key: d.currency for d in result.deltas}
+    for key in truth:
+        models = {c.model for c in rows if c.daily_key == key}
+        assert currencies[key] == ("USD" if models - {"unknown", ""} else None)
