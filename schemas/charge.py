@@ -27,6 +27,7 @@ from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION = 1
 MAX_TOKENS = 10**12  # far above any real call; keeps sums well inside bigint
+MAX_REPORTED_NANOS = 10**15  # a million currency units for one call: beyond any real price
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
 _NUMBER = re.compile(r"\s*[-+]?\d+(?:\.\d*)?\s*")
 
@@ -67,7 +68,11 @@ class Charge(BaseModel):
     completion_tokens: Count
     total_tokens: Count | None = None
     cached_tokens: Count = 0
+    cache_write_tokens: Count = 0
     reasoning_tokens: Count = 0
+    # What the caller's own tooling said the call cost (LiteLLM's response_cost), in whole
+    # nano-units: kept to reconcile with, never used as the cost (that comes from the price book).
+    reported_cost_nanos: Annotated[StrictInt, Field(ge=0, le=MAX_REPORTED_NANOS)] | None = None
     model: Note | None = None
     session_key: Note | None = None
     reference: Note | None = None
@@ -99,6 +104,11 @@ class Charge(BaseModel):
             raise ValueError("total_tokens differs from prompt_tokens + completion_tokens")
         if self.cached_tokens > self.prompt_tokens:
             raise ValueError("cached_tokens exceed prompt_tokens (cached reads are part of them)")
+        if self.cached_tokens + self.cache_write_tokens > self.prompt_tokens:
+            raise ValueError(
+                "cached_tokens + cache_write_tokens exceed prompt_tokens (reads and writes are "
+                "separate parts of them)"
+            )
         if self.reasoning_tokens > self.completion_tokens:
             raise ValueError("reasoning_tokens exceed completion_tokens (they are part of them)")
         return self
@@ -109,5 +119,10 @@ class Charge(BaseModel):
         return self.total_tokens if self.total_tokens is not None else 0
 
     def to_wire(self) -> dict[str, Any]:
-        """The JSON-ready dict a producer sends (None fields left out to keep records small)."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """The JSON-ready dict a producer sends (None fields left out to keep records small, and
+        no cache writes left out too, so that charges without them read as before on workers
+        that predate the field)."""
+        wire = self.model_dump(mode="json", exclude_none=True)
+        if not self.cache_write_tokens:
+            del wire["cache_write_tokens"]
+        return wire

@@ -26,7 +26,15 @@ import asyncpg
 from streams.embedded.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
+SUMS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "cache_write_tokens",
+    "reported_cost_nanos",
+)
 
 
 def unique(prefix: str) -> str:
@@ -215,6 +223,8 @@ def ground_truth(charges: Iterable[Mapping[str, Any]], zone: ZoneInfo) -> dict[t
         row["total_tokens"] += prompt + completion
         row["cached_tokens"] += int(c.get("cached_tokens", 0))
         row["reasoning_tokens"] += int(c.get("reasoning_tokens", 0))
+        row["cache_write_tokens"] += int(c.get("cache_write_tokens", 0))
+        row["reported_cost_nanos"] += int(c.get("reported_cost_nanos") or 0)
         row["charge_count"] += 1
     return dict(out)
 

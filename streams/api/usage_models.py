@@ -23,6 +23,7 @@ class Usage(BaseModel):
     completion_tokens: int
     total_tokens: int
     cached_tokens: int
+    cache_write_tokens: int
     reasoning_tokens: int
     charge_count: int
     late_charge_count: int

@@ -8,7 +8,7 @@ a non-empty array of charges of the record key's account.
 Two things pydantic cannot express are added here: the slug pattern of provider and charge_type
 (the model lower-cases before it checks the pattern, so pydantic leaves the pattern out; the
 schema asks producers for the canonical lower-case form), and per-field descriptions. Rules
-JSON Schema cannot state (total = prompt + completion, cached ≤ prompt, reasoning ≤ completion,
+JSON Schema cannot state (total = prompt + completion, cached + cache writes ≤ prompt, reasoning ≤ completion,
 ≤ 64 KiB per charge, not too far in the future) are in the descriptions; the worker enforces them
 and sends violations to the DLQ.
 """
@@ -39,7 +39,11 @@ DESCRIPTIONS = {
     "completion_tokens": "output tokens",
     "total_tokens": "optional; when given it must equal prompt_tokens + completion_tokens",
     "cached_tokens": "part of prompt_tokens read from a cache (≤ prompt_tokens)",
+    "cache_write_tokens": "part of prompt_tokens written to a cache, priced at the cache-write rate "
+    "(cached_tokens + cache_write_tokens ≤ prompt_tokens)",
     "reasoning_tokens": "part of completion_tokens spent reasoning (≤ completion_tokens)",
+    "reported_cost_nanos": "optional; what the caller's tooling said the call cost (e.g. LiteLLM's "
+    "response_cost), in nano-units (10^-9) of the currency; summed to reconcile with, never billed",
     "model": "model name, carried but not aggregated",
     "session_key": "carried but not aggregated",
     "reference": "carried but not aggregated",

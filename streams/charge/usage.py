@@ -1,14 +1,17 @@
 """Token usage from LLM provider responses, as charge fields ( docs/llm-apps.md).
 
 Providers disagree on which counts sit inside which, and getting that wrong bills cached or
-reasoning tokens twice or not at all (LiteLLM #8784). A Charge has one rule: `cached_tokens` is
-part of `prompt_tokens`, `reasoning_tokens` part of `completion_tokens`. Per provider:
+reasoning tokens twice or not at all. A Charge has one rule: `cached_tokens` (cache reads) and
+`cache_write_tokens` are separate parts of `prompt_tokens`, `reasoning_tokens` part of
+`completion_tokens`. Per provider:
 
-- OpenAI chat completions: prompt_tokens already includes prompt_tokens_details.cached_tokens,
+- OpenAI chat completions: prompt_tokens already includes prompt_tokens_details.cached_tokens
+  and prompt_tokens_details.cache_write_tokens (LiteLLM puts Anthropic's cache writes there),
   completion_tokens already includes completion_tokens_details.reasoning_tokens.
 - OpenAI responses API: the same with input_tokens/output_tokens and their *_details.
 - Anthropic messages: input_tokens EXCLUDES cache_creation_input_tokens and
-  cache_read_input_tokens, so prompt = input + cache_creation + cache_read, cached = cache_read.
+  cache_read_input_tokens, so prompt = input + cache_creation + cache_read, cached = cache_read,
+  cache writes = cache_creation.
   Thinking tokens are inside output_tokens with no separate count, so reasoning stays 0.
 - Gemini usage_metadata: prompt_token_count includes cached_content_token_count;
   candidates_token_count EXCLUDES thoughts_token_count, so completion = candidates + thoughts;
@@ -35,7 +38,14 @@ PROVIDER_OF_SHAPE: Mapping[str, str] = {
     "anthropic": "anthropic",
     "gemini": "googleai",
 }
-TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
+TOKEN_FIELDS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
 
 # Gemini's snake_case (google-genai SDK, Python dicts) and camelCase (REST JSON) names.
 _GEMINI = {
@@ -46,18 +56,22 @@ _GEMINI = {
     "tool_use": ("tool_use_prompt_token_count", "toolUsePromptTokenCount"),
     "total": ("total_token_count", "totalTokenCount"),
 }
+# Cache writes inside prompt/input details: OpenAI's name, then Anthropic's as LiteLLM mirrors it.
+_WRITES = ("cache_write_tokens", "cache_creation_tokens")
 _GEMINI_NAMES = frozenset(n for names in _GEMINI.values() for n in names)
 
 
 @dataclass(frozen=True)
 class TokenUsage:
-    """Counts in the Charge's convention (cached inside prompt, reasoning inside completion)."""
+    """Counts in the Charge's convention (cache reads and writes inside prompt, reasoning inside
+    completion)."""
 
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
     reasoning_tokens: int
     shape: Shape
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -69,8 +83,13 @@ class TokenUsage:
         return PROVIDER_OF_SHAPE.get(self.shape)
 
     def charge_fields(self) -> dict[str, int]:
-        """The five token fields of a Charge."""
-        return {name: getattr(self, name) for name in TOKEN_FIELDS}
+        """The token fields of a Charge (cache writes only when there are any, as `Charge.to_wire`
+        sends them)."""
+        return {
+            name: getattr(self, name)
+            for name in TOKEN_FIELDS
+            if name != "cache_write_tokens" or self.cache_write_tokens
+        }
 
 
 def _has(obj: Any, name: str) -> bool:
@@ -135,11 +154,14 @@ def _gemini(u: Any) -> tuple[int, int, int, int]:
 def parse_usage(usage: Any) -> TokenUsage:
     """Map one provider usage object or dict to the Charge's counts (see the module docstring)."""
     shape = detect_shape(usage)
+    written = 0
     if shape == "gemini":
         prompt, completion, cached, reasoning = _gemini(usage)
     elif shape == "openai_chat":
         prompt, completion = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
-        cached = _count(_get(usage, "prompt_tokens_details"), "cached_tokens")
+        details = _get(usage, "prompt_tokens_details")
+        cached = _count(details, "cached_tokens")
+        written = _count(details, *_WRITES) or _count(usage, "cache_creation_input_tokens")
         reasoning = _count(_get(usage, "completion_tokens_details"), "reasoning_tokens")
     elif shape == "anthropic":
         cached = _count(usage, "cache_read_input_tokens")
@@ -148,13 +170,18 @@ def parse_usage(usage: Any) -> TokenUsage:
         completion, reasoning = _count(usage, "output_tokens"), 0
     else:  # openai_responses, input_output
         prompt, completion = _count(usage, "input_tokens"), _count(usage, "output_tokens")
-        cached = _count(_get(usage, "input_tokens_details"), "cached_tokens")
+        details = _get(usage, "input_tokens_details")
+        cached, written = _count(details, "cached_tokens"), _count(details, *_WRITES)
         reasoning = _count(_get(usage, "output_tokens_details"), "reasoning_tokens")
     if cached > prompt:
         raise UsageError(f"{shape} usage: cached tokens ({cached}) exceed prompt tokens ({prompt})")
+    if cached + written > prompt:
+        raise UsageError(
+            f"{shape} usage: cache reads ({cached}) and writes ({written}) exceed prompt tokens ({prompt})"
+        )
     if reasoning > completion:
         raise UsageError(f"{shape} usage: reasoning tokens ({reasoning}) exceed completion ({completion})")
-    return TokenUsage(prompt, completion, cached, reasoning, shape)
+    return TokenUsage(prompt, completion, cached, reasoning, shape, written)
 
 
 def usage_of(response: Any) -> Any:
@@ -195,10 +222,11 @@ def merge_usage(fields: Mapping[str, Any], usage: Any) -> dict[str, Any]:
     derived = charge_fields(usage)
     merged = dict(fields)
     for name in TOKEN_FIELDS:
-        given = merged.get(name)
-        if given is not None and given != derived[name]:
-            raise UsageError(f"{name}={given!r} disagrees with the usage ({derived[name]})")
-        merged[name] = derived[name]
+        given, found = merged.get(name), derived.get(name, 0)
+        if given is not None and given != found:
+            raise UsageError(f"{name}={given!r} disagrees with the usage ({found})")
+        if name in derived:
+            merged[name] = found
     for name in ("provider", "model"):
         if merged.get(name) is None and name in derived:
             merged[name] = derived[name]

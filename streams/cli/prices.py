@@ -78,7 +78,7 @@ def _render(prices: Sequence[Price], title: str) -> None:
         terminal.console().print("No prices match.")
         return
     table = Table(
-        title=title, caption="per million tokens; empty: cached reads at input, reasoning at output"
+        title=title, caption="per million tokens; empty: cache reads and writes at input, reasoning at output"
     )
     for name in ("provider", "model", "account", "valid_from", *RATES, "currency"):
         table.add_column(name, no_wrap=True, justify="right" if name in RATES else "left")

@@ -31,7 +31,7 @@ GROUP_COLUMNS: Mapping[str, str] = MappingProxyType(
 DEFAULT_GROUP_BY: tuple[str, ...] = ("date", "account", "provider", "charge_type")
 #: Summed columns, in output order; `rows` and `final` follow them.
 METRICS: tuple[str, ...] = tuple(
-    [f"{kind}_tokens" for kind in ("prompt", "completion", "total", "cached", "reasoning")]
+    [f"{kind}_tokens" for kind in ("prompt", "completion", "total", "cached", "cache_write", "reasoning")]
     + ["charge_count", "late_charge_count"]
 )
 #: Money, after the counts: charges without a price, the exact cost and its currency.

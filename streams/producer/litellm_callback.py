@@ -14,8 +14,13 @@ Why `litellm_call_id` is the event_id: if LiteLLM ever reports a call twice (ret
 logging path, both hooks), the worker's event_id dedup counts it once.
 
 LiteLLM normalises every provider's usage to the OpenAI chat shape (Anthropic cache reads and
-writes inside prompt_tokens, cache reads in prompt_tokens_details.cached_tokens, Gemini thoughts
-inside completion_tokens), so `streams.charge.usage` reads it with the OpenAI chat rule.
+writes inside prompt_tokens, cache reads in prompt_tokens_details.cached_tokens, writes in
+prompt_tokens_details.cache_write_tokens, Gemini thoughts inside completion_tokens), so
+`streams.charge.usage` reads it with the OpenAI chat rule.
+
+LiteLLM's own estimate of the call's cost (`response_cost`, a float in USD) travels with the
+charge as `reported_cost_nanos`, rounded once to whole nano-units, and is summed beside the cost
+so the two can be reconciled; what is billed is always the price book's exact cost.
 
 Settings (environment; constructor arguments win): BILLING_LITELLM_ACCOUNT_KEY (default
 `account_id`) and BILLING_LITELLM_USER_KEY (default `user_id`) name the metadata keys holding
@@ -32,6 +37,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 try:
@@ -41,11 +47,12 @@ except ImportError as exc:  # an optional extra: say how to get it
         "streams.producer.litellm_callback needs LiteLLM: pip install 'billing-streams[litellm]'"
     ) from exc
 
-from schemas.charge import Charge
+from schemas.charge import MAX_REPORTED_NANOS, Charge
 from streams.charge.usage import parse_usage, usage_of
 from streams.config.settings import Settings, get_settings
 from streams.errors import UsageError
 from streams.producer.producer import ChargeProducer, to_charge
+from streams.rules.pricing import rounded
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +176,9 @@ class BillingCallback(CustomLogger):
                 "model": str(model)[:512] if model else None,
                 "session_key": _text(metadata.get("session_key")),
                 "reference": _text(getattr(response, "id", None)),
+                "reported_cost_nanos": reported_nanos(
+                    kwargs.get("response_cost", logged.get("response_cost"))
+                ),
             }
         )
 
@@ -226,6 +236,18 @@ def _metadata(kwargs: Mapping[str, Any]) -> dict[str, Any]:
             if isinstance(value, Mapping):
                 merged = {**value, **merged}  # earlier sources win
     return merged
+
+
+def reported_nanos(cost: Any) -> int | None:
+    """LiteLLM's response_cost in whole nano-units (its shortest decimal spelling, rounded half to
+    even), or None when it is absent or not a finite, non-negative number."""
+    if isinstance(cost, bool) or not isinstance(cost, int | float):
+        return None
+    amount = Decimal(repr(cost))  # the float's shortest decimal spelling, not its binary expansion
+    if not amount.is_finite() or amount < 0:
+        return None
+    nanos = rounded(amount)
+    return nanos if nanos <= MAX_REPORTED_NANOS else None
 
 
 def _text(value: Any) -> str | None:

@@ -88,6 +88,8 @@ class Batch:
                     accept_late,
                     normalize_model(c.model),
                     c.occurred_at,
+                    c.cache_write_tokens,
+                    c.reported_cost_nanos or 0,
                 )
             )
             if latest is None or c.occurred_at > latest:

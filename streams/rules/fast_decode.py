@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from schemas.charge import MAX_TOKENS, SCHEMA_VERSION, SLUG_PATTERN, Charge
+from schemas.charge import MAX_REPORTED_NANOS, MAX_TOKENS, SCHEMA_VERSION, SLUG_PATTERN, Charge
 from streams.charge.decode import MAX_CHARGE_BYTES, Limits, Rejection, decode_record
 from streams.rules.batch import Batch
 from streams.rules.pricing import normalize_model
@@ -34,7 +34,7 @@ from streams.rules.settle import PendingCharge
 FIELDS = frozenset(Charge.model_fields)
 REQUIRED = frozenset(name for name, info in Charge.model_fields.items() if info.is_required())
 _NOTES = ("model", "session_key", "reference")
-_COUNTS = frozenset({"total_tokens", "cached_tokens", "reasoning_tokens"})
+_COUNTS = frozenset({"total_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens"})
 _NOTE_MAX = 512
 _PROFILE_MAX = 128
 _IDENTIFIER_MAX = 128
@@ -78,7 +78,8 @@ def _identifier(value: Any) -> bool:
 
 
 def _optional_fields_ok(charge: dict[str, Any]) -> bool:
-    """The carried-along fields, when any is present: notes, profile id, schema version."""
+    """The carried-along fields, when any is present: notes, profile id, reported cost, schema
+    version."""
     for name in _NOTES:
         note = charge.get(name)
         if note is not None and (type(note) is not str or len(note) > _NOTE_MAX):
@@ -87,6 +88,9 @@ def _optional_fields_ok(charge: dict[str, Any]) -> bool:
     if profile is not None and type(profile) is not int:
         if type(profile) is not str or len(profile) > _PROFILE_MAX:
             return False
+    reported = charge.get("reported_cost_nanos")
+    if reported is not None and (type(reported) is not int or not 0 <= reported <= MAX_REPORTED_NANOS):
+        return False
     version = charge.get("schema_version", SCHEMA_VERSION)
     return type(version) is int and 1 <= version <= SCHEMA_VERSION
 
@@ -163,6 +167,7 @@ def pending_rows(
         provider, charge_type = c["provider"], c["charge_type"]
         prompt, completion = c["prompt_tokens"], c["completion_tokens"]
         cached, reasoning = c.get("cached_tokens", 0), c.get("reasoning_tokens", 0)
+        written = c.get("cache_write_tokens", 0)
         total = c.get("total_tokens")
         when = c["occurred_at"]
         # Inline rather than helpers: a call per field would cost more than the checks.
@@ -179,8 +184,9 @@ def pending_rows(
             and (provider in slugs or _slugs(provider))
             and (charge_type in slugs or _slugs(charge_type))
             # strict integers (bool is not int here) with 0 <= part <= whole <= MAX_TOKENS
-            and type(prompt) is type(completion) is type(cached) is type(reasoning) is int
+            and type(prompt) is type(completion) is type(cached) is type(reasoning) is type(written) is int
             and 0 <= cached <= prompt <= MAX_TOKENS
+            and 0 <= written <= prompt - cached
             and 0 <= reasoning <= completion <= MAX_TOKENS
             and type(when) is str
             and _TIME.fullmatch(when)
@@ -223,6 +229,8 @@ def pending_rows(
                     accept_late,
                     normalize_model(c.get("model")),
                     occurred_at,
+                    written,
+                    (carried and c.get("reported_cost_nanos")) or 0,
                 ),
             )
         )

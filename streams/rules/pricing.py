@@ -6,16 +6,17 @@ reach the same number for the same charge and price. Money is never a float: pri
 whole nano-unit (10^-9 of the currency); a day's cost is the integer sum of its charges' costs,
 so it does not depend on how charges were batched.
 
-Which count is inside which follows the charge's rule (docs/llm-apps.md): `cached_tokens` are
-part of `prompt_tokens` and `reasoning_tokens` part of `completion_tokens`, so
+Which count is inside which follows the charge's rule (docs/llm-apps.md): `cached_tokens` (cache
+reads) and `cache_write_tokens` are separate parts of `prompt_tokens`, and `reasoning_tokens`
+part of `completion_tokens`, so
 
-    cost = (prompt - cached) x input + cached x cache_read
+    cost = (prompt - cached - written) x input + cached x cache_read + written x cache_write
          + (completion - reasoning) x output + reasoning x reasoning_output
 
-per million tokens. A price without a cache-read rate charges cached reads at the input rate;
-one without a reasoning rate charges reasoning at the output rate. Cache writes are inside
-`prompt_tokens` with no count of their own on a charge, so they are billed at the input rate;
-the book keeps a provider's cache-write rate to show it and for charges that will carry it.
+per million tokens. A price without a cache-read rate charges cached reads at the input rate,
+one without a cache-write rate charges cache writes at the input rate (providers that do not
+charge for writing a cache), and one without a reasoning rate charges reasoning at the output
+rate.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class Counts(Protocol):
     @property
     def cached_tokens(self) -> int: ...
     @property
+    def cache_write_tokens(self) -> int: ...
+    @property
     def reasoning_tokens(self) -> int: ...
 
 
@@ -64,9 +67,9 @@ class Price:
     reasoning: Decimal | None = None
     currency: str = "USD"
     account_id: str | None = None
-    # The four rates a cost uses as integers over one power of ten: integer arithmetic is exact
+    # The five rates a cost uses as integers over one power of ten: integer arithmetic is exact
     # and several times faster than Decimal, and the worker prices every charge.
-    _scaled: tuple[int, int, int, int, int] = field(init=False, repr=False, compare=False)
+    _scaled: tuple[int, int, int, int, int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.valid_from.tzinfo is None:
@@ -79,10 +82,15 @@ class Price:
                 continue
             if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
                 raise PriceError(f"{name} price {value!r} must be a finite, non-negative Decimal")
-        rates = (self.input, self.cache_read_rate, self.output, self.reasoning_rate)
+        rates = (self.input, self.cache_read_rate, self.cache_write_rate, self.output, self.reasoning_rate)
         places = max(0, *(-int(r.as_tuple().exponent) for r in rates))
         scaled = tuple(int(r.scaleb(places)) for r in rates)
         object.__setattr__(self, "_scaled", (*scaled, 10**places))
+
+    @property
+    def cache_write_rate(self) -> Decimal:
+        """What writing a token to the cache costs per million (the input rate when none is set)."""
+        return self.input if self.cache_write is None else self.cache_write
 
     @property
     def cache_read_rate(self) -> Decimal:
@@ -98,11 +106,12 @@ class Price:
 def exact_cost(counts: Counts, price: Price) -> Decimal:
     """The cost of one charge in currency units, unrounded."""
     with localcontext(_EXACT):
-        uncached = counts.prompt_tokens - counts.cached_tokens
+        uncached = counts.prompt_tokens - counts.cached_tokens - counts.cache_write_tokens
         visible = counts.completion_tokens - counts.reasoning_tokens
         per_million = (
             uncached * price.input
             + counts.cached_tokens * price.cache_read_rate
+            + counts.cache_write_tokens * price.cache_write_rate
             + visible * price.output
             + counts.reasoning_tokens * price.reasoning_rate
         )
@@ -115,11 +124,12 @@ def cost_nanos(counts: Counts, price: Price) -> int:
     The same number as `exact_cost` rounded, in integers: rates x 10^places are whole, so
     nano-units x 10^places = tokens x scaled rates x 1000 (10^9 nano-units / 10^6 tokens).
     """
-    i, read, o, think, scale = price._scaled
-    cached, reasoning = counts.cached_tokens, counts.reasoning_tokens
+    i, read, write, o, think, scale = price._scaled
+    cached, written, reasoning = counts.cached_tokens, counts.cache_write_tokens, counts.reasoning_tokens
     exact = (
-        (counts.prompt_tokens - cached) * i
+        (counts.prompt_tokens - cached - written) * i
         + cached * read
+        + written * write
         + (counts.completion_tokens - reasoning) * o
         + reasoning * think
     ) * (NANOS_PER_UNIT // TOKENS_PER_PRICE)

@@ -53,7 +53,17 @@ class ModelKey(NamedTuple):
 
 
 Coordinates = tuple[int, int, int]  # source id, offset, position in the record
-SUMMED = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
+# Summed per row, in this order (the last two came later and were appended, so older code that
+# reads the first five by position stays right).
+SUMMED = (
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "cache_write_tokens",
+    "reported_cost_nanos",
+)
 
 
 class PendingCharge(NamedTuple):
@@ -77,6 +87,8 @@ class PendingCharge(NamedTuple):
     accept_late: bool = False  # an operator re-drove it with the late horizon lifted
     model: str = ""  # as priced: trimmed, lower-case ('' when the charge names none)
     occurred_at: datetime | None = None  # picks the price in force
+    cache_write_tokens: int = 0
+    reported_cost_nanos: int = 0  # what the caller's tooling said it cost (0: nothing said)
 
     @property
     def daily_key(self) -> DailyKey:
@@ -185,7 +197,7 @@ class RowDelta:
     """What one flush adds to one daily row (or one row by model)."""
 
     key: DailyKey | ModelKey
-    sums: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0])  # in SUMMED order
+    sums: list[int] = field(default_factory=lambda: [0] * len(SUMMED))  # in SUMMED order
     charge_count: int = 0
     late_charge_count: int = 0
     cost_nanos: int = 0
@@ -199,6 +211,8 @@ class RowDelta:
         totals[2] += c.total_tokens
         totals[3] += c.cached_tokens
         totals[4] += c.reasoning_tokens
+        totals[5] += c.cache_write_tokens
+        totals[6] += c.reported_cost_nanos
         self.charge_count += 1
         self.late_charge_count += late
         if priced is None:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SUMMED = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
+from streams.rules.settle import SUMMED
+
 KEY = ("account_id", "user_id", "provider", "date", "charge_type")
 
 # Index lookups, not hash joins: a flush touches a batch's worth of rows, while the ledger and the
@@ -122,9 +123,9 @@ def _upsert(table: str, key: tuple[str, ...]) -> str:
     revised (revision + 1, updated_at moves) so invoice exports pick it up.
     """
     columns = (*key, *SUMMED, "charge_count", "late_charge_count", *PRICED, "currency")
-    types = [("date" if c == "date" else "text") for c in key] + ["bigint"] * 9 + ["text"]
-    arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, 1))
     summed = (*SUMMED, "charge_count", "late_charge_count", *PRICED)
+    types = [("date" if c == "date" else "text") for c in key] + ["bigint"] * len(summed) + ["text"]
+    arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, 1))
     added = ",\n    ".join(f"{c} = d.{c} + EXCLUDED.{c}" for c in summed)
     closed = f"${len(types) + 1}::date"
     return f"""

@@ -86,6 +86,8 @@ def expected(sent: Iterable[Sent], marks: Marks, zone: ZoneInfo, horizon_days: i
                 prompt + completion,
                 int(c.get("cached_tokens", 0)),
                 int(c.get("reasoning_tokens", 0)),
+                int(c.get("cache_write_tokens", 0)),
+                int(c.get("reported_cost_nanos") or 0),
             ),
             strict=True,
         ):

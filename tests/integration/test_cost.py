@@ -1,7 +1,7 @@
 """Money end to end on the real broker and Postgres: the daily rows' cost equals an independent
-Decimal computation to the last nano-unit, across three providers, cached and reasoning tokens,
-a price change in the middle of a day, an account's own price and a model without a price; the
-same after a worker is SIGKILLed mid-stream, a replay and a rebuild; and a corrected price
+Decimal computation to the last nano-unit, across three providers, cache reads, cache writes and
+reasoning tokens (the callers' own cost estimates summed apart), a price change in the middle of
+a day, an account's own price and a model without a price; the same after a worker is SIGKILLed mid-stream, a replay and a rebuild; and a corrected price
 reaches exactly the affected rows through a rebuild.
 
 Prices go in through the CLI (`billing prices import FILE`, `billing prices set`).
@@ -120,12 +120,16 @@ def in_force(book: list[dict[str, Any]], charge: dict[str, Any]) -> dict[str, An
 def nanos(charge: dict[str, Any], price: dict[str, Any]) -> int:
     """Nano-units per token for each kind of token, half to even once per charge."""
     per_token = {
-        k: Decimal(v) * 1000 for k, v in price.items() if k in ("input", "output", "cache_read", "reasoning")
+        k: Decimal(v) * 1000
+        for k, v in price.items()
+        if k in ("input", "output", "cache_read", "cache_write", "reasoning")
     }
     cached, reasoning = charge.get("cached_tokens", 0), charge.get("reasoning_tokens", 0)
+    written = charge.get("cache_write_tokens", 0)
     total = (
-        (charge["prompt_tokens"] - cached) * per_token["input"]
+        (charge["prompt_tokens"] - cached - written) * per_token["input"]
         + cached * per_token.get("cache_read", per_token["input"])
+        + written * per_token.get("cache_write", per_token["input"])
         + (charge["completion_tokens"] - reasoning) * per_token["output"]
         + reasoning * per_token.get("reasoning", per_token["output"])
     )
@@ -165,6 +169,14 @@ def make_charges(rng: random.Random, days: list[date], now: datetime) -> list[di
                 for _ in range(rng.randint(2, 6)):
                     when = min(start + timedelta(seconds=rng.randint(0, 86399)), now - timedelta(minutes=5))
                     prompt, completion = rng.randint(0, 5000), rng.randint(0, 3000)
+                    cached = rng.randint(0, prompt)
+                    # Cache writes on every provider: anthropic's price has a write rate, the
+                    # others' writes cost input; some charges carry a caller's own cost estimate.
+                    extra = (
+                        {"cache_write_tokens": rng.randint(0, prompt - cached)} if rng.random() < 0.5 else {}
+                    )
+                    if rng.random() < 0.3:
+                        extra["reported_cost_nanos"] = rng.randint(0, 10**9)
                     out.append(
                         charge_dict(
                             account,
@@ -175,8 +187,9 @@ def make_charges(rng: random.Random, days: list[date], now: datetime) -> list[di
                             prompt,
                             completion,
                             model=model,
-                            cached_tokens=rng.randint(0, prompt),
+                            cached_tokens=cached,
                             reasoning_tokens=rng.randint(0, completion),
+                            **extra,
                         )
                     )
     rng.shuffle(out)

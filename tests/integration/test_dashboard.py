@@ -47,7 +47,14 @@ DAYS = [FIRST + timedelta(days=i) for i in range(14)]
 OPEN = set(DAYS[-2:])  # the last two days are still open: provisional rows
 # Shown as text (the page never parses data as HTML), bound as a parameter in SQL.
 ODD_USER = "o'brien <b>&amp;<img src=x onerror=\"document.title='pwned'\">"
-COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
+COUNTS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
 NUMBERS = (*COUNTS, "charge_count", "late_charge_count")
 KEY = ("account_id", "user_id", "provider", "date", "charge_type")
 
@@ -75,6 +82,7 @@ def known_rows() -> list[dict[str, Any]]:
             | {"cost_nanos": prompt * 2_500 + completion * 10_000 + 1, "currency": "USD"}
             | {"unpriced_charge_count": rng.randrange(0, 3)}
             | {"finalized_at": None if day in OPEN else datetime(2026, 11, 24, tzinfo=UTC)}
+            | {"cache_write_tokens": rng.randrange(0, prompt // 2) if provider == "anthropic" else 0}
         )
     return rows
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import pytest
@@ -46,13 +47,14 @@ async def read_charges(settings: Settings) -> list[tuple[bytes, dict[str, Any]]]
 
 
 def anthropic_like_response() -> ModelResponse:
-    """What LiteLLM returns for an Anthropic call with a cache read and thinking, normalised to
-    the OpenAI shape: cache reads inside prompt_tokens and in prompt_tokens_details."""
+    """What LiteLLM returns for an Anthropic call with a cache read, a cache write and thinking,
+    normalised to the OpenAI shape: cache reads and writes inside prompt_tokens and apart in
+    prompt_tokens_details."""
     usage = Usage(
         prompt_tokens=1200,
         completion_tokens=300,
         total_tokens=1500,
-        prompt_tokens_details=PromptTokensDetailsWrapper(cached_tokens=1000),
+        prompt_tokens_details=PromptTokensDetailsWrapper(cached_tokens=1000, cache_write_tokens=150),
         completion_tokens_details=CompletionTokensDetailsWrapper(reasoning_tokens=200),
     )
     message = {"role": "assistant", "content": "Hello!"}
@@ -136,10 +138,19 @@ async def test_litellm_calls_become_charges(broker: str) -> None:
         usage.completion_tokens,
     )
     assert charge["total_tokens"] == usage.prompt_tokens + usage.completion_tokens
+    # LiteLLM's own cost estimate travels along, in whole nano-units of its float's decimal text.
+    cost = litellm.completion_cost(completion_response=sync)
+    assert cost > 0
+    expected = int((Decimal(str(cost)) * 10**9).to_integral_value(rounding=ROUND_HALF_EVEN))
+    assert charge["reported_cost_nanos"] == expected
 
     _, charge = found[cached.id]
     assert (charge["provider"], charge["user_id"], charge["session_key"]) == ("anthropic", "bob", "s-1")
-    assert (charge["prompt_tokens"], charge["cached_tokens"]) == (1200, 1000)
+    assert (charge["prompt_tokens"], charge["cached_tokens"], charge["cache_write_tokens"]) == (
+        1200,
+        1000,
+        150,
+    )
     assert (charge["completion_tokens"], charge["reasoning_tokens"], charge["total_tokens"]) == (
         300,
         200,

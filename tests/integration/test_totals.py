@@ -34,15 +34,15 @@ G = 10**9
 KEY = ("account_id", "user_id", "provider", "date", "charge_type")
 # account, user, provider, date, charge_type, then METRICS in order, then final?
 DATA: list[tuple[Any, ...]] = [
-    ("acme", "alice", "openai", D1, "completion", 100, 50, 150, 10, 0, 2, 0, True),
-    ("acme", "bob", "openai", D1, "completion", 200, 100, 300, 0, 5, 3, 1, True),
-    ("acme", "alice", "anthropic", D1, "completion", 1000, 500, 1500, 0, 0, 1, 0, True),
-    ("acme", "alice", "openai", D1, "embedding", 40, 0, 40, 0, 0, 4, 0, True),
-    ("acme", "alice", "openai", D2, "completion", 7, 3, 10, 1, 2, 1, 0, False),
-    ("globex", "carol", "openai", D1, "completion", 5000, 2500, 7500, 100, 50, 10, 2, True),
+    ("acme", "alice", "openai", D1, "completion", 100, 50, 150, 10, 0, 0, 2, 0, True),
+    ("acme", "bob", "openai", D1, "completion", 200, 100, 300, 0, 0, 5, 3, 1, True),
+    ("acme", "alice", "anthropic", D1, "completion", 1000, 500, 1500, 0, 400, 0, 1, 0, True),
+    ("acme", "alice", "openai", D1, "embedding", 40, 0, 40, 0, 0, 0, 4, 0, True),
+    ("acme", "alice", "openai", D2, "completion", 7, 3, 10, 1, 0, 2, 1, 0, False),
+    ("globex", "carol", "openai", D1, "completion", 5000, 2500, 7500, 100, 30, 50, 10, 2, True),
     # beyond int32 on purpose: sums must stay exact integers
-    ("globex", "carol", "googleai", D2, "completion", 3 * G, 3 * G // 2, 9 * G // 2, 0, 700, 20, 0, False),
-    ("globex", "alice", "googleai", D3, "completion", 1, 1, 2, 0, 0, 1, 0, False),
+    ("globex", "carol", "googleai", D2, "completion", 3 * G, 3 * G // 2, 9 * G // 2, 0, 0, 700, 20, 0, False),
+    ("globex", "alice", "googleai", D3, "completion", 1, 1, 2, 0, 0, 0, 1, 0, False),
 ]
 ROWS = [dict(zip((*KEY, *METRICS, "final"), r, strict=True)) for r in DATA]
 # Money per row, derived from its counts so that the reference can sum it too: an odd number of
@@ -78,10 +78,10 @@ async def _create(name: str, migrate: bool) -> None:
         await apply_migrations(conn)
         await conn.executemany(
             """INSERT INTO daily_billing_records (account_id, user_id, provider, date, charge_type,
-                   prompt_tokens, completion_tokens, total_tokens, cached_tokens, reasoning_tokens,
-                   charge_count, late_charge_count, finalized_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                       CASE WHEN $13::bool THEN now() END)""",
+                   prompt_tokens, completion_tokens, total_tokens, cached_tokens, cache_write_tokens,
+                   reasoning_tokens, charge_count, late_charge_count, finalized_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                       CASE WHEN $14::bool THEN now() END)""",
             DATA,
         )
         await conn.execute(COST_SQL)
@@ -191,9 +191,9 @@ async def test_exact_totals_by_provider(dsn: str) -> None:
     """Hand-computed numbers, so a bug shared by the SQL and `reference` cannot hide."""
     got = await fetch_totals(dsn, TotalsQuery(group_by=("provider",)))
     assert [(r["provider"], *(r[m] for m in METRICS), r["rows"], r["final"]) for r in got] == [
-        ("anthropic", 1000, 500, 1500, 0, 0, 1, 0, 1, True),
-        ("googleai", 3_000_000_001, 1_500_000_001, 4_500_000_002, 0, 700, 21, 0, 2, False),
-        ("openai", 5347, 2653, 8000, 111, 57, 20, 3, 5, False),
+        ("anthropic", 1000, 500, 1500, 0, 400, 0, 1, 0, 1, True),
+        ("googleai", 3_000_000_001, 1_500_000_001, 4_500_000_002, 0, 0, 700, 21, 0, 2, False),
+        ("openai", 5347, 2653, 8000, 111, 30, 57, 20, 3, 5, False),
     ]
 
 

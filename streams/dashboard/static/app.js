@@ -104,11 +104,11 @@ function costCard(t) {
 }
 
 function renderCards(total) {
-  const t = total || { total_tokens: 0, prompt_tokens: 0, completion_tokens: 0, cached_tokens: 0, reasoning_tokens: 0, charge_count: 0, late_charge_count: 0, rows: 0, cost: "0", unpriced_charge_count: 0 };
+  const t = total || { total_tokens: 0, prompt_tokens: 0, completion_tokens: 0, cached_tokens: 0, cache_write_tokens: 0, reasoning_tokens: 0, charge_count: 0, late_charge_count: 0, rows: 0, cost: "0", unpriced_charge_count: 0 };
   const cards = [
     costCard(t),
     card("Total tokens", t.total_tokens),
-    card("Prompt tokens", t.prompt_tokens, `${fmt.format(t.cached_tokens)} cached`),
+    card("Prompt tokens", t.prompt_tokens, `${fmt.format(t.cached_tokens)} cached, ${fmt.format(t.cache_write_tokens || 0)} written to cache`),
     card("Completion tokens", t.completion_tokens, `${fmt.format(t.reasoning_tokens)} reasoning`),
     card("Charges", t.charge_count, `${fmt.format(t.late_charge_count)} late`),
     card("Records", t.rows, total && total.final ? "all final" : "includes provisional days"),
@@ -189,7 +189,7 @@ function renderChart(data) {
 }
 
 const COLUMNS = ["date", "account_id", "user_id", "provider", "charge_type"];
-const NUMBERS = ["prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens", "total_tokens", "charge_count", "late_charge_count"];
+const NUMBERS = ["prompt_tokens", "cached_tokens", "cache_write_tokens", "completion_tokens", "reasoning_tokens", "total_tokens", "charge_count", "late_charge_count"];
 
 function renderTable(data) {
   const rows = data.rows.map((r) => {

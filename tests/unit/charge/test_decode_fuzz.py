@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.charge import MAX_TOKENS, SLUG_PATTERN, Charge
+from schemas.charge import MAX_REPORTED_NANOS, MAX_TOKENS, SLUG_PATTERN, Charge
 from streams.charge.decode import Decoded, Limits, decode_record
 
 NOW = datetime(2026, 5, 10, 12, 0, tzinfo=UTC)
@@ -147,8 +147,13 @@ def valid_charges(draw: st.DrawFn, account_id: str) -> dict[str, Any]:
     }
     if draw(st.booleans()):
         body["total_tokens"] = prompt + completion
+    cached = 0
     if draw(st.booleans()):
-        body["cached_tokens"] = draw(st.integers(min_value=0, max_value=prompt))
+        cached = body["cached_tokens"] = draw(st.integers(min_value=0, max_value=prompt))
+    if draw(st.booleans()):
+        body["cache_write_tokens"] = draw(st.integers(min_value=0, max_value=prompt - cached))
+    if draw(st.booleans()):
+        body["reported_cost_nanos"] = draw(st.integers(min_value=0, max_value=MAX_REPORTED_NANOS))
     if draw(st.booleans()):
         body["reasoning_tokens"] = draw(st.integers(min_value=0, max_value=completion))
     for name in ("model", "session_key", "reference"):

@@ -216,3 +216,37 @@ def test_gemini_completion_adds_thoughts(
     parsed = parse_usage(u)  # no total given: the documented rule applies
     assert (parsed.completion_tokens, parsed.reasoning_tokens) == (cand + thoughts, thoughts)
     assert parsed.cached_tokens == cached
+
+
+def test_cache_writes_are_their_own_part_of_the_prompt() -> None:
+    anthropic = {
+        "input_tokens": 50,
+        "cache_creation_input_tokens": 2000,
+        "cache_read_input_tokens": 300,
+        "output_tokens": 40,
+    }
+    assert parse_usage(anthropic).charge_fields() == {
+        "prompt_tokens": 2350,
+        "completion_tokens": 40,
+        "total_tokens": 2390,
+        "cached_tokens": 300,
+        "cache_write_tokens": 2000,
+        "reasoning_tokens": 0,
+    }
+    # LiteLLM's OpenAI shape: writes inside prompt_tokens, apart in the details (either name).
+    for name in ("cache_write_tokens", "cache_creation_tokens"):
+        chat = {
+            "prompt_tokens": 2350,
+            "completion_tokens": 40,
+            "prompt_tokens_details": {"cached_tokens": 300, name: 2000},
+        }
+        assert parse_usage(chat).cache_write_tokens == 2000
+    # More reads and writes than the prompt holds cannot be priced: refused, not guessed.
+    with pytest.raises(UsageError, match="writes"):
+        parse_usage(
+            {
+                "prompt_tokens": 100,
+                "completion_tokens": 0,
+                "prompt_tokens_details": {"cached_tokens": 60, "cache_write_tokens": 50},
+            }
+        )

@@ -32,7 +32,15 @@ def row(account: str, **counts: int) -> dict[str, object]:
         "charge_type": "completion",
     }
     numbers = dict.fromkeys(
-        ["prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens"], 1
+        [
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "cached_tokens",
+            "cache_write_tokens",
+            "reasoning_tokens",
+        ],
+        1,
     )
     numbers |= {"charge_count": 1, "late_charge_count": 0, "rows": 1, "unpriced_charge_count": 0}
     money = {"cost": Decimal("0.25"), "currency": "USD"}

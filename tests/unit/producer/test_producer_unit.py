@@ -354,3 +354,13 @@ async def test_lingered_records_are_sent_one_at_a_time_not_as_a_task_each() -> N
                 await asyncio.sleep(0.001)  # let lingers pass while the caller is busy
     assert fake.most_waiting <= 2  # the sweeper and the caller, never a queue that times out
     assert Counter(c.event_id for c in decoded(fake.records)) == Counter(c.event_id for c in sent)
+
+
+def test_litellm_response_cost_in_whole_nano_units() -> None:
+    reported_nanos = pytest.importorskip("streams.producer.litellm_callback").reported_nanos
+    assert reported_nanos(0.000123) == 123_000
+    assert reported_nanos(1.5e-9) == 2  # half to even
+    assert reported_nanos(2.5e-9) == 2
+    assert reported_nanos(0) == 0
+    for bad in (None, -0.01, float("nan"), float("inf"), True, "0.1", 10.0**7):
+        assert reported_nanos(bad) is None, bad

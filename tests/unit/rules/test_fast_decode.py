@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.charge import MAX_TOKENS
+from schemas.charge import MAX_REPORTED_NANOS, MAX_TOKENS
 from streams.charge.decode import Limits, decode_record
 from streams.charge.records import encode_charge
 from streams.rules.batch import Batch
@@ -129,7 +129,11 @@ DAMAGE: dict[str, st.SearchStrategy[Any]] = {
     "completion_tokens": counts,
     "total_tokens": counts,
     "cached_tokens": counts,
+    "cache_write_tokens": counts,
     "reasoning_tokens": counts,
+    "reported_cost_nanos": st.one_of(
+        counts, st.sampled_from([MAX_REPORTED_NANOS, MAX_REPORTED_NANOS + 1, -1, 0.5, "12"])
+    ),
     "model": notes,
     "session_key": notes,
     "reference": notes,
@@ -165,6 +169,8 @@ def common_charges(draw: st.DrawFn, account_id: str, edge: bool | None = None) -
     valid = {
         "total_tokens": prompt + completion,
         "cached_tokens": draw(st.sampled_from([0, prompt])),
+        "cache_write_tokens": draw(st.sampled_from([0, prompt])),
+        "reported_cost_nanos": draw(st.sampled_from([0, 1_234_567])),
         "reasoning_tokens": draw(st.sampled_from([0, completion])),
         "model": "gpt-4o",
         "session_key": "s",
@@ -177,6 +183,8 @@ def common_charges(draw: st.DrawFn, account_id: str, edge: bool | None = None) -
     edges: dict[str, list[Any]] = {
         "total_tokens": [prompt + completion + 1, None, float(prompt + completion)],
         "cached_tokens": [prompt, prompt + 1, -1],
+        "cache_write_tokens": [prompt, prompt + 1, -1, True],
+        "reported_cost_nanos": [MAX_REPORTED_NANOS, MAX_REPORTED_NANOS + 1, -1, None, 1.0, True],
         "reasoning_tokens": [completion, completion + 1, -1],
         "prompt_tokens": [MAX_TOKENS, MAX_TOKENS + 1, -1, True],
         "model": ["x" * 512, "x" * 513, None, 1],

@@ -23,6 +23,7 @@ class C:
     completion_tokens: int
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 def price(**kw: object) -> Price:
@@ -41,12 +42,14 @@ def by_hand(c: C, p: Price) -> int:
     """The cost written out per kind of token, in nano-units per token, with another rounding call."""
     nano_per_token = Decimal(1000)  # 10^9 nano-units / 10^6 tokens
     read = p.cache_read if p.cache_read is not None else p.input
+    write = p.cache_write if p.cache_write is not None else p.input
     think = p.reasoning if p.reasoning is not None else p.output
     with localcontext() as ctx:
         ctx.prec = 100
         total = (
-            Decimal(c.prompt_tokens - c.cached_tokens) * p.input * nano_per_token
+            Decimal(c.prompt_tokens - c.cached_tokens - c.cache_write_tokens) * p.input * nano_per_token
             + Decimal(c.cached_tokens) * read * nano_per_token
+            + Decimal(c.cache_write_tokens) * write * nano_per_token
             + Decimal(c.completion_tokens - c.reasoning_tokens) * p.output * nano_per_token
             + Decimal(c.reasoning_tokens) * think * nano_per_token
         )
@@ -63,7 +66,19 @@ def test_cached_reads_and_reasoning_are_priced_inside_their_counts() -> None:
 
 def test_missing_rates_fall_back_to_input_and_output() -> None:
     p = price()
-    assert cost_nanos(C(1000, 500, 400, 200), p) == cost_nanos(C(1000, 500), p) == 7_500_000
+    assert cost_nanos(C(1000, 500, 400, 200, 300), p) == cost_nanos(C(1000, 500), p) == 7_500_000
+
+
+def test_cache_writes_are_priced_at_the_cache_write_rate_inside_the_prompt() -> None:
+    # Anthropic's rule: writes at 1.25x input, reads at 0.1x. 1000 prompt = 300 uncached +
+    # 200 read + 500 written: 300 x 3 + 200 x 0.3 + 500 x 3.75 = 900 + 60 + 1875 = 2835 per million.
+    p = price(input=Decimal(3), output=Decimal(15), cache_read=Decimal("0.3"), cache_write=Decimal("3.75"))
+    assert exact_cost(C(1000, 0, 200, 0, 500), p) == Decimal("0.002835")
+    assert cost_nanos(C(1000, 0, 200, 0, 500), p) == 2_835_000
+    # The same tokens with no write rate: the writes cost what input costs.
+    assert (
+        cost_nanos(C(1000, 0, 200, 0, 500), price(input=Decimal(3), cache_read=Decimal("0.3"))) == 2_460_000
+    )
 
 
 def test_one_rounding_half_to_even_per_charge() -> None:
@@ -99,14 +114,16 @@ optional_rates = st.none() | rates
 def charges(draw: st.DrawFn) -> C:
     prompt = draw(st.integers(0, 10**12))
     completion = draw(st.integers(0, 10**12))
-    return C(prompt, completion, draw(st.integers(0, prompt)), draw(st.integers(0, completion)))
+    cached = draw(st.integers(0, prompt))
+    reasoning = draw(st.integers(0, completion))
+    return C(prompt, completion, cached, reasoning, draw(st.integers(0, prompt - cached)))
 
 
-@given(charges(), rates, rates, optional_rates, optional_rates)
+@given(charges(), rates, rates, optional_rates, optional_rates, optional_rates)
 def test_cost_equals_an_independent_decimal_computation(
-    c: C, i: Decimal, o: Decimal, read: Decimal | None, think: Decimal | None
+    c: C, i: Decimal, o: Decimal, read: Decimal | None, write: Decimal | None, think: Decimal | None
 ) -> None:
-    p = price(input=i, output=o, cache_read=read, reasoning=think)
+    p = price(input=i, output=o, cache_read=read, cache_write=write, reasoning=think)
     assert cost_nanos(c, p) == by_hand(c, p) == rounded(exact_cost(c, p))
     assert abs(nanos_to_units(cost_nanos(c, p)) - exact_cost(c, p)) <= Decimal("0.0000000005")
 

@@ -62,7 +62,7 @@ def test_new_charges_count_into_one_delta_per_row() -> None:
     result = settle(rows, sources, first_sightings(rows, sources), {})
     assert (result.duplicates, result.late) == (0, 0)
     [delta] = result.deltas  # one row fed by two partitions: one delta, never two
-    assert (delta.key, delta.sums, delta.charge_count) == (KEY, [27, 15, 42, 3, 0], 3)
+    assert (delta.key, delta.sums, delta.charge_count) == (KEY, [27, 15, 42, 3, 0, 0, 0], 3)
 
 
 def test_first_sightings_take_the_smallest_coordinates_of_the_source() -> None:
@@ -272,7 +272,7 @@ def test_cost_and_unpriced_charges_are_summed_per_row_and_per_model() -> None:
     by_model = {d.key[3]: d for d in result.model_deltas}
     assert (by_model["gpt-4o"].cost_nanos, by_model["gpt-4o"].unpriced_charge_count) == (210, 0)
     assert (by_model["unknown"].cost_nanos, by_model["unknown"].unpriced_charge_count) == (0, 1)
-    assert [sum(d.sums[i] for d in result.model_deltas) for i in range(5)] == daily.sums
+    assert [sum(d.sums[i] for d in result.model_deltas) for i in range(len(daily.sums))] == daily.sums
     unpriced = settle(rows, sources, first_sightings(rows, sources), {})  # no book: nothing priced
     assert (unpriced.deltas[0].cost_nanos, unpriced.deltas[0].unpriced_charge_count) == (0, 3)
 
@@ -284,25 +284,29 @@ def test_cost_and_unpriced_charges_are_summed_per_row_and_per_model() -> None:
             st.sampled_from(["user-1", "user-2"]),
             st.integers(0, 2),  # day offset
             st.integers(0, 1000),  # prompt tokens
+            st.integers(0, 1000),  # of which cache writes (capped at the prompt below)
+            st.integers(0, 10**12),  # the cost the caller reported
         ),
         max_size=40,
     ),
     st.integers(0, 3),  # days closed before the charges were applied
 )
 def test_every_daily_delta_is_the_sum_of_its_charges_whatever_their_models(
-    drawn: list[tuple[str, str, int, int]], closed: int
+    drawn: list[tuple[str, str, int, int, int, int]], closed: int
 ) -> None:
     def priced(c: PendingCharge) -> tuple[int, str] | None:
         return None if c.model in ("unknown", "") else (c.prompt_tokens * 3 + len(c.model), "USD")
 
     rows = [
-        charge(f"e{i}", 0, i, day=DAY + timedelta(days=d), prompt=p)._replace(model=m, user_id=u)
-        for i, (m, u, d, p) in enumerate(drawn)
+        charge(f"e{i}", 0, i, day=DAY + timedelta(days=d), prompt=p)._replace(
+            model=m, user_id=u, cache_write_tokens=min(w, p - 1) if p else 0, reported_cost_nanos=r
+        )
+        for i, (m, u, d, p, w, r) in enumerate(drawn)
     ]
     sources = {0: 7}
     marks = {7: ClosureMarks((DAY + timedelta(days=closed - 1),), (-1,))} if closed else {}
     result = settle(rows, sources, first_sightings(rows, sources), marks, priced)
-    truth: dict[DailyKey, list[int]] = defaultdict(lambda: [0] * 9)
+    truth: dict[DailyKey, list[int]] = defaultdict(lambda: [0] * 11)
     for c in rows:
         cost = priced(c)
         t = truth[c.daily_key]
@@ -313,6 +317,8 @@ def test_every_daily_delta_is_the_sum_of_its_charges_whatever_their_models(
         t[6] += cost[0] if cost else 0
         t[7] += cost is None
         t[8] += c.reasoning_tokens
+        t[9] += c.cache_write_tokens
+        t[10] += c.reported_cost_nanos
     found = {
         d.key: [
             *d.sums[:4],
@@ -321,6 +327,8 @@ def test_every_daily_delta_is_the_sum_of_its_charges_whatever_their_models(
             d.cost_nanos,
             d.unpriced_charge_count,
             d.sums[4],
+            d.sums[5],
+            d.sums[6],
         ]
         for d in result.deltas
     }
