@@ -218,9 +218,12 @@ class Settings(BaseSettings):
     kafka_session_timeout: Duration | None = Field(
         None,
         description="consumer group session timeout (a dead worker's partitions move after it); "
-        "unset: 10s, or 3s when the broker is on loopback (Tansu, whose group join waits half of it)",
+        "unset: 10s, or 2s when the broker is on loopback (Tansu, whose group join waits half of it)",
     )
-    kafka_heartbeat_interval: Duration = lasting(seconds=1, description="consumer group heartbeat interval")
+    kafka_heartbeat_interval: Duration = lasting(
+        seconds=1,
+        description="consumer group heartbeat interval (at most a quarter of the session timeout is used)",
+    )
     kafka_group_instance_id: str | None = Field(
         None,
         description="static group membership: a worker restarted with the same id takes its "
@@ -289,7 +292,13 @@ class Settings(BaseSettings):
         it, so there a short one makes start-up and recovery quick; on a real broker, 10 s."""
         if self.kafka_session_timeout is not None:
             return self.kafka_session_timeout
-        return timedelta(seconds=3) if self.kafka_is_loopback else timedelta(seconds=10)
+        return timedelta(seconds=2) if self.kafka_is_loopback else timedelta(seconds=10)
+
+    @property
+    def group_heartbeat_interval(self) -> timedelta:
+        """The heartbeat in force: four beats per session, so that one late beat on a busy
+        machine does not cost the worker its partitions."""
+        return min(self.kafka_heartbeat_interval, self.group_session_timeout / 4)
 
     @property
     def zone(self) -> ZoneInfo:

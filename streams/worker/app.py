@@ -61,7 +61,7 @@ def app_options(settings: Settings) -> dict[str, Any]:
         "datadir": str(settings.data_dir / "faust"),
         **web.app_web_settings(settings),
         "broker_session_timeout": settings.group_session_timeout.total_seconds(),
-        "broker_heartbeat_interval": settings.kafka_heartbeat_interval.total_seconds(),
+        "broker_heartbeat_interval": settings.group_heartbeat_interval.total_seconds(),
         "consumer_group_instance_id": settings.kafka_group_instance_id,
         "TableManager": ImmediateTableManager,
         "consumer_auto_offset_reset": "earliest",

@@ -92,3 +92,16 @@ async def test_a_flush_in_flight_gets_turns_while_the_next_chunk_decodes(monkeyp
         flushing.cancel()
     assert chunk.records == 50 and len(chunk.batch) == 150
     assert turns >= 25, f"the flush got {turns} turns during 50 records of decoding"
+
+
+async def test_the_first_chunks_are_small_and_double_up_to_the_batch() -> None:
+    """A started worker commits a small first chunk (its first rows show at once), then
+    doubles; every record lands in exactly one chunk, in order."""
+    reads: list[int] = []
+    events: list[Any] = [Event(Message(0, offset, record(offset, 300), reads)) for offset in range(60)]
+    meter = Meter(Settings(batch_charges=5_000), sink=None, dlq_topic=None)  # type: ignore[arg-type]
+    chunks = [c async for c in meter.prepare(events)]
+    # 1,000 -> 4 records (1,200), 2,000 -> 7, 4,000 -> 14, then 5,000 -> 17 each, the rest last
+    assert [c.records for c in chunks] == [4, 7, 14, 17, 17, 1]
+    assert [e.message.offset for c in chunks for e in c.events] == list(range(60))
+    assert meter.chunk_charges == 5_000  # a later take starts at the full size
