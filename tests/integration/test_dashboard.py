@@ -38,7 +38,7 @@ from streams.charge.dead_letter import encode, make_dead_letter
 from streams.config.settings import Settings
 from streams.dashboard.server import create_app
 from streams.kafka.topics import ensure_topics
-from streams.ops.totals import GROUP_COLUMNS, MONEY
+from streams.ops.totals import GROUP_COLUMNS, METRICS, MONEY
 from tests.support import ROOT, free_port, produce_raw, unique
 
 pytestmark = pytest.mark.integration
@@ -47,15 +47,7 @@ DAYS = [FIRST + timedelta(days=i) for i in range(14)]
 OPEN = set(DAYS[-2:])  # the last two days are still open: provisional rows
 # Shown as text (the page never parses data as HTML), bound as a parameter in SQL.
 ODD_USER = "o'brien <b>&amp;<img src=x onerror=\"document.title='pwned'\">"
-COUNTS = (
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "cached_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-)
-NUMBERS = (*COUNTS, "charge_count", "late_charge_count")
+NUMBERS = METRICS  # the token counts, charge_count and late_charge_count, as `billing totals` sums them
 KEY = ("account_id", "user_id", "provider", "date", "charge_type")
 
 

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from streams.cli.errors import EXIT_CODES
 from streams.cli.totals import render_table
-from streams.ops.totals import to_csv
+from streams.ops.totals import METRICS, to_csv
 from streams.output_safety import csv_cell, escape_controls
 from streams.redaction import redact_text, redact_url, url_secrets
 
@@ -31,18 +31,7 @@ def row(account: str, **counts: int) -> dict[str, object]:
         "provider": "openai",
         "charge_type": "completion",
     }
-    numbers = dict.fromkeys(
-        [
-            "prompt_tokens",
-            "completion_tokens",
-            "total_tokens",
-            "cached_tokens",
-            "cache_write_tokens",
-            "reasoning_tokens",
-        ],
-        1,
-    )
-    numbers |= {"charge_count": 1, "late_charge_count": 0, "rows": 1, "unpriced_charge_count": 0}
+    numbers = dict.fromkeys(METRICS, 1) | {"late_charge_count": 0, "rows": 1, "unpriced_charge_count": 0}
     money = {"cost": Decimal("0.25"), "currency": "USD"}
     return base | numbers | money | counts | {"final": True}
 
