@@ -26,6 +26,8 @@ import asyncpg
 from streams.embedded.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+# The summed columns ground truth checks, spelled out rather than imported from the code under
+# test: a column the sink stopped summing must fail the tests, not drop out of them.
 SUMS = (
     "prompt_tokens",
     "completion_tokens",
