@@ -8,5 +8,7 @@ broker and its own private Postgres server, so nothing else on the machine is to
 One module per measurement: `e2e` (the worker, one and two of them, both record layouts),
 `seed` (the Django/Celery pipeline we replace), `naive` + `naive_app` (textbook Faust),
 `ceiling` (bare consumers), `produce` (ChargeProducer vs a bare producer), `latency`,
-`scale` (memory, on-disk bytes, throughput at growing key counts, recovery after SIGKILL).
+`scale` (memory, on-disk bytes, throughput at growing key counts, recovery after SIGKILL),
+`components` (decode and the sink alone), `explain` (each write statement of one flush under
+EXPLAIN ANALYZE: time, buffers and WAL per charge).
 """

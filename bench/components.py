@@ -63,7 +63,7 @@ class Components:
         return self.charges / (self.decode_seconds + self.sink_seconds)
 
 
-def _decode(
+def decode_batch(
     records: list[tuple[bytes, bytes]], settings: Settings, limits: Limits, start: int, stop: int, fast: bool
 ) -> Batch:
     """One batch of records decoded as the worker does (`fast`) or through the model alone."""
@@ -90,7 +90,7 @@ def decode_rates(
         rows = {}
         for fast in (True, False):
             began = time.perf_counter()
-            batch = _decode(records, settings, limits, 0, len(records), fast)
+            batch = decode_batch(records, settings, limits, 0, len(records), fast)
             best[fast] = max(best[fast], len(batch) / (time.perf_counter() - began))
             rows[fast] = batch.rows
         if rows[True] != rows[False]:
@@ -115,7 +115,9 @@ async def components(
     try:
         for start in range(0, len(records), batch_records):
             began = time.perf_counter()
-            batch = _decode(records, settings, limits, start, min(start + batch_records, len(records)), True)
+            batch = decode_batch(
+                records, settings, limits, start, min(start + batch_records, len(records)), True
+            )
             decoded_at = time.perf_counter()
             pending += batch.rows
             result = await sink.flush(batch)

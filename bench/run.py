@@ -9,13 +9,27 @@ from dataclasses import dataclass
 import asyncpg
 from rich.console import Console
 
-from bench import ceiling, components, data, e2e, http, latency, naive, pricing, produce, scale, seed
+from bench import (
+    ceiling,
+    components,
+    data,
+    e2e,
+    explain,
+    http,
+    latency,
+    naive,
+    pricing,
+    produce,
+    scale,
+    seed,
+)
 from bench.infra import Bench
 from bench.report import Report
 
 MEASUREMENTS = (
     "producer",
     "components",
+    "explain",
     "ceiling",
     "e2e",
     "e2e2",
@@ -108,6 +122,8 @@ class Run:
             )
         if "components" in self.only:
             await self.guarded("components", self.components(bench, lib.records[:20_000], topic))
+        if "explain" in self.only:
+            await self.guarded("explain", self.explain(bench, lib.records[:20_000], topic))
         lib.records.clear()
         single = charges[: s.single]
         one = await produce.with_library(bench.settings(single_topic), single, batch=False)
@@ -170,6 +186,25 @@ class Run:
         self.report.add(
             "component: pricing + rows by model (worker CPU)",
             f"+{p.priced_us - p.plain_us:.2f} µs/charge",
+            note,
+        )
+
+    async def explain(self, bench: Bench, records: list, topic: str) -> None:
+        self.step(
+            f"explain: flush {len(records):,} records, then the last chunk's write statements under EXPLAIN ANALYZE"
+        )
+        plan = await explain.explain_flush(bench, records, topic)
+        for statement in plan.statements:
+            result, note = statement.describe(plan.charges)
+            self.report.add(f"explain: {statement.statement}", result, note)
+        total = sum(s.total_ms for s in plan.statements)
+        note = (
+            f"one lane's transaction of a flush: {plan.charges:,} charges in {plan.records:,} records, "
+            f"after {plan.warm_charges:,} charges flushed into the same tables; rolled back"
+        )
+        self.report.add(
+            "explain: the write statements together",
+            f"{total * 1000 / max(plan.charges, 1):.2f} µs/charge",
             note,
         )
 
