@@ -162,6 +162,23 @@ class FlushPlan:
     warm_charges: int  # flushed before, the tables' content
     statements: list[Explained]
 
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(measurement, result, notes) for the results table: each statement, then their sum."""
+        out = [(f"explain: {s.statement}", *s.describe(self.charges)) for s in self.statements]
+        total = sum(s.total_ms for s in self.statements)
+        note = (
+            f"one lane's transaction of a flush: {self.charges:,} charges in {self.records:,} records, "
+            f"after {self.warm_charges:,} charges flushed into the same tables; rolled back"
+        )
+        out.append(
+            (
+                "explain: the write statements together",
+                f"{total * 1000 / max(self.charges, 1):.2f} µs/charge",
+                note,
+            )
+        )
+        return out
+
 
 def cut(records: int, charges_of: Callable[[int], int], limit: int) -> int:
     """Where the last chunk starts: the fewest records at the end that hold `limit` charges (the

@@ -193,20 +193,8 @@ class Run:
         self.step(
             f"explain: flush {len(records):,} records, then the last chunk's write statements under EXPLAIN ANALYZE"
         )
-        plan = await explain.explain_flush(bench, records, topic)
-        for statement in plan.statements:
-            result, note = statement.describe(plan.charges)
-            self.report.add(f"explain: {statement.statement}", result, note)
-        total = sum(s.total_ms for s in plan.statements)
-        note = (
-            f"one lane's transaction of a flush: {plan.charges:,} charges in {plan.records:,} records, "
-            f"after {plan.warm_charges:,} charges flushed into the same tables; rolled back"
-        )
-        self.report.add(
-            "explain: the write statements together",
-            f"{total * 1000 / max(plan.charges, 1):.2f} µs/charge",
-            note,
-        )
+        for row in (await explain.explain_flush(bench, records, topic)).rows():
+            self.report.add(*row)
 
     async def ceilings(self, bench: Bench, topic: str, single_topic: str, records: int) -> None:
         s, r = self.sizes, self.report
