@@ -11,16 +11,36 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic_core import SchemaSerializer, core_schema
+
 from schemas.charge import Charge, new_event_id
 
 MAX_RECORD_CHARGES = 500
 # ~1 MB, not 1 MiB: Kafka's default message.max.bytes (1,048,588) must also hold key and overhead.
 MAX_RECORD_BYTES = 1_000_000
 
-# Measured (10k charges, pydantic 2.14): json.dumps(to_wire()) 182k/s, model_dump_json 538k/s,
-# the model's serializer straight to bytes 772k/s, with the same JSON. So the last one.
-_to_json = Charge.__pydantic_serializer__.to_json
-_NO_CACHE_WRITES = {"cache_write_tokens"}  # left out when 0, as `Charge.to_wire` does
+
+def _wire_serializers() -> tuple[Callable[..., bytes], Callable[..., bytes]]:
+    """Serializers of a charge's `__dict__`, with and without `cache_write_tokens`.
+
+    Typed-dict serializers built from the model's own field schemas, so the bytes are exactly
+    what the model's serializer writes; the one without the field is for charges that have no
+    cache writes (a typed dict leaves keys it does not know out). Passing `exclude=` to the
+    model's serializer builds a filter on every call, and this is the producer's hottest line:
+    measured (200k charges, pydantic 2.14) 263k/s with `exclude=`, 339k/s like this.
+    """
+    schema: Any = Charge.__pydantic_core_schema__
+    while schema["type"] != "model-fields":  # through the model validator and the model
+        schema = schema["schema"]
+    fields = {name: core_schema.typed_dict_field(f["schema"]) for name, f in schema["fields"].items()}
+    without = {name: f for name, f in fields.items() if name != "cache_write_tokens"}
+    return (
+        SchemaSerializer(core_schema.typed_dict_schema(fields)).to_json,
+        SchemaSerializer(core_schema.typed_dict_schema(without)).to_json,  # extra keys are left out
+    )
+
+
+_with_cache_writes, _without_cache_writes = _wire_serializers()
 
 ProfileResolver = Callable[[Any], tuple[str, str]]
 _profile_resolver: ProfileResolver | None = None
@@ -68,9 +88,30 @@ def to_charge(data: Charge | Mapping[str, Any], max_clock_skew: timedelta | None
 
 def encode_charge(charge: Charge) -> bytes:
     """Compact JSON of one charge, None fields left out (the shape `Charge.to_wire` gives)."""
-    if charge.cache_write_tokens:
-        return _to_json(charge, exclude_none=True)
-    return _to_json(charge, exclude_none=True, exclude=_NO_CACHE_WRITES)
+    values = charge.__dict__
+    if values["cache_write_tokens"]:
+        return _with_cache_writes(values, exclude_none=True)
+    return _without_cache_writes(values, exclude_none=True)
+
+
+class SkewCheck:
+    """Refuses charges dated more than `max_clock_skew` ahead, as `to_charge` does, reading the
+    clock only when a charge is past the last horizon seen: the clock only moves forward, so a
+    charge within an older horizon is within the current one too, and a producer of a million
+    charges reads the clock a handful of times instead of a million (an eighth of its time)."""
+
+    __slots__ = ("horizon", "skew")
+
+    def __init__(self, max_clock_skew: timedelta) -> None:
+        self.skew = max_clock_skew
+        self.horizon = datetime.now(UTC) + max_clock_skew
+
+    def __call__(self, charge: Charge) -> Charge:
+        if charge.occurred_at > self.horizon:
+            self.horizon = datetime.now(UTC) + self.skew
+            if charge.occurred_at > self.horizon:
+                raise ValueError(f"occurred_at is more than {self.skew} in the future")
+        return charge
 
 
 class OpenRecord:
@@ -89,13 +130,17 @@ class OpenRecord:
         self.size = 1  # "[" ; each part adds its length plus one "," or "]"
         self.single = single  # batch=False: the one charge as a bare JSON object
 
-    def fits(self, part: bytes, max_charges: int, max_bytes: int) -> bool:
-        """An empty record takes anything: a lone oversized charge still gets its own record."""
-        return not self.parts or (len(self.parts) < max_charges and self.size + len(part) + 1 <= max_bytes)
-
-    def add(self, part: bytes) -> None:
-        self.parts.append(part)
-        self.size += len(part) + 1
+    def take(self, part: bytes, max_charges: int, max_bytes: int) -> bool:
+        """Add `part` if the record has room for it; False leaves the record as it was. An empty
+        record takes anything: a lone oversized charge still gets its own record. (One call,
+        not a check and an add: this runs once per charge.)"""
+        parts = self.parts
+        size = self.size + len(part) + 1
+        if parts and (len(parts) >= max_charges or size > max_bytes):
+            return False
+        parts.append(part)
+        self.size = size
+        return True
 
     def value(self) -> bytes:
         return self.parts[0] if self.single else b"[" + b",".join(self.parts) + b"]"
@@ -111,10 +156,10 @@ def split_batches(
     for charge in charges:
         part = encode_charge(charge)
         rec = open_.get(charge.account_id)
-        if rec is None or not rec.fits(part, max_charges, max_bytes):
+        if rec is None or not rec.take(part, max_charges, max_bytes):
             if rec is not None:
                 records.append((rec.key, rec.value()))
             rec = open_[charge.account_id] = OpenRecord(charge.account_id.encode())
-        rec.add(part)
+            rec.take(part, max_charges, max_bytes)
     records.extend((rec.key, rec.value()) for rec in open_.values())
     return records

@@ -24,6 +24,7 @@ from streams.charge.records import (
     MAX_RECORD_BYTES,
     MAX_RECORD_CHARGES,
     OpenRecord,
+    SkewCheck,
     encode_charge,
     set_profile_resolver,
     split_batches,
@@ -92,6 +93,7 @@ class ChargeProducer:
         self._backoff_base, self._backoff_cap = retry_backoff_ms / 1000, max_backoff_ms / 1000
         self._request_timeout_ms, self._client_factory = request_timeout_ms, client_factory
         self._client: AIOKafkaProducer | None = None
+        self._within_skew = SkewCheck(self.settings.max_clock_skew)
         # By key, one open record per account; insertion order is age order (see _sweep).
         self._buffers: dict[bytes, OpenRecord] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -158,17 +160,19 @@ class ChargeProducer:
         """Validate and queue one charge; await the returned future for its delivery."""
         if self._client is None:
             raise RuntimeError("ChargeProducer is not started: use `async with ChargeProducer(...)`")
-        valid = to_charge(charge, self.settings.max_clock_skew)
+        # A Charge is valid by construction: only its date is checked, against a cached horizon.
+        valid = charge if isinstance(charge, Charge) else to_charge(charge)
+        if valid.occurred_at > self._within_skew.horizon:
+            self._within_skew(valid)
         part, key = encode_charge(valid), valid.account_id.encode()
         rec = self._buffers.get(key)
-        if rec is not None and not rec.fits(part, self._max_charges, self._max_bytes):
-            await self._emit(rec)
-            rec = None
-        if rec is None:
+        if rec is None or not rec.take(part, self._max_charges, self._max_bytes):
+            if rec is not None:
+                await self._emit(rec)
             rec = OpenRecord(key, self._new_future(), not self.batch, asyncio.get_running_loop().time())
             self._buffers[key] = rec
             self._wake.set()
-        rec.add(part)
+            rec.take(part, self._max_charges, self._max_bytes)
         self._buffered += 1
         future = rec.future
         if len(rec.parts) >= self._max_charges:

@@ -96,6 +96,22 @@ def test_wire_json_is_what_to_wire_describes() -> None:
         assert json.loads(encode_charge(charge)) == charge.to_wire()
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"cache_write_tokens": 2, "cached_tokens": 1, "reported_cost_nanos": 12_345},
+        {"model": 'm\u00e9"\\\n\x00', "session_key": "s" * 512, "reference": "r", "user_profile_id": 7},
+        {"user_profile_id": "p-\u4e2d", "occurred_at": "2026-11-23T13:30:00.5+01:30"},
+    ],
+)
+def test_wire_bytes_are_the_models_own_serialization(extra: dict[str, Any]) -> None:
+    charge = to_charge(BASE | {"occurred_at": NOW} | extra)
+    exclude = None if charge.cache_write_tokens else {"cache_write_tokens"}
+    assert encode_charge(charge) == charge.model_dump_json(exclude_none=True, exclude=exclude).encode()
+    assert json.loads(encode_charge(charge)) == charge.to_wire()
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     n=st.integers(min_value=0, max_value=400),
@@ -229,6 +245,16 @@ async def test_producer_batches_per_account_within_limits() -> None:
     assert len(fake.records) < 30
     assert (p.delivered_charges, p.delivered_records) == (2500, len(fake.records))
     assert fake.options["acks"] == "all" and fake.options["enable_idempotence"] is False  # loopback
+
+
+async def test_send_refuses_a_charge_too_far_in_the_future_though_the_clock_is_cached() -> None:
+    async with producer(FakeKafka()) as p:
+        skew = SETTINGS.max_clock_skew
+        await p.send(to_charge(BASE | {"occurred_at": datetime.now(UTC)}))
+        with pytest.raises(ValueError, match="in the future"):
+            await p.send(to_charge(BASE | {"occurred_at": datetime.now(UTC) + skew * 2}))
+        p._within_skew.horizon -= timedelta(hours=1)  # an old horizon: the clock is read again
+        await p.send(to_charge(BASE | {"occurred_at": datetime.now(UTC) + skew / 2}))
 
 
 async def test_linger_sends_without_flush() -> None:
