@@ -119,12 +119,16 @@ class OpenRecord:
 
     `opened_at` (event-loop time) orders records by age, so that a producer can send the ones
     whose linger has passed without a timer per record; `attempts` counts deliveries tried.
+    Open records are found by `account` (the charge's own string: no encoding per charge) and
+    sent with `key`, its UTF-8 bytes.
     """
 
-    __slots__ = ("attempts", "future", "key", "opened_at", "parts", "single", "size")
+    __slots__ = ("account", "attempts", "future", "key", "opened_at", "parts", "single", "size")
 
-    def __init__(self, key: bytes, future: Any = None, single: bool = False, opened_at: float = 0.0) -> None:
-        self.key, self.future, self.attempts = key, future, 0
+    def __init__(
+        self, account: str, future: Any = None, single: bool = False, opened_at: float = 0.0
+    ) -> None:
+        self.account, self.key, self.future, self.attempts = account, account.encode(), future, 0
         self.parts: list[bytes] = []
         self.opened_at = opened_at
         self.size = 1  # "[" ; each part adds its length plus one "," or "]"
@@ -159,7 +163,7 @@ def split_batches(
         if rec is None or not rec.take(part, max_charges, max_bytes):
             if rec is not None:
                 records.append((rec.key, rec.value()))
-            rec = open_[charge.account_id] = OpenRecord(charge.account_id.encode())
+            rec = open_[charge.account_id] = OpenRecord(charge.account_id)
             rec.take(part, max_charges, max_bytes)
     records.extend((rec.key, rec.value()) for rec in open_.values())
     return records

@@ -94,8 +94,8 @@ class ChargeProducer:
         self._request_timeout_ms, self._client_factory = request_timeout_ms, client_factory
         self._client: AIOKafkaProducer | None = None
         self._within_skew = SkewCheck(self.settings.max_clock_skew)
-        # By key, one open record per account; insertion order is age order (see _sweep).
-        self._buffers: dict[bytes, OpenRecord] = {}
+        # By account, one open record each; insertion order is age order (see _sweep).
+        self._buffers: dict[str, OpenRecord] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._unsettled: set[asyncio.Future[RecordMetadata]] = set()
@@ -164,13 +164,13 @@ class ChargeProducer:
         valid = charge if isinstance(charge, Charge) else to_charge(charge)
         if valid.occurred_at > self._within_skew.horizon:
             self._within_skew(valid)
-        part, key = encode_charge(valid), valid.account_id.encode()
-        rec = self._buffers.get(key)
+        part, account = encode_charge(valid), valid.account_id
+        rec = self._buffers.get(account)
         if rec is None or not rec.take(part, self._max_charges, self._max_bytes):
             if rec is not None:
                 await self._emit(rec)
-            rec = OpenRecord(key, self._new_future(), not self.batch, asyncio.get_running_loop().time())
-            self._buffers[key] = rec
+            rec = OpenRecord(account, self._new_future(), not self.batch, asyncio.get_running_loop().time())
+            self._buffers[account] = rec
             self._wake.set()
             rec.take(part, self._max_charges, self._max_bytes)
         self._buffered += 1
@@ -211,9 +211,9 @@ class ChargeProducer:
         task.add_done_callback(self._tasks.discard)
 
     async def _emit(self, rec: OpenRecord) -> None:
-        if self._buffers.get(rec.key) is not rec:
+        if self._buffers.get(rec.account) is not rec:
             return  # already emitted by a size limit, the sweeper, backpressure or flush()
-        del self._buffers[rec.key]
+        del self._buffers[rec.account]
         self._buffered -= len(rec.parts)
         await self._start_record(rec)
 
@@ -286,7 +286,7 @@ class ChargeProducer:
                 sweeper.cancel()
                 await asyncio.gather(sweeper, return_exceptions=True)
             for rec in list(self._buffers.values()):  # only left when flush() was interrupted
-                del self._buffers[rec.key]
+                del self._buffers[rec.account]
                 self._buffered -= len(rec.parts)
                 self._fail(rec, "producer closed before sending")
             client, self._client = self._client, None
