@@ -88,7 +88,11 @@ def to_charge(data: Charge | Mapping[str, Any], max_clock_skew: timedelta | None
 
 def encode_charge(charge: Charge) -> bytes:
     """Compact JSON of one charge, None fields left out (the shape `Charge.to_wire` gives)."""
-    values = charge.__dict__
+    return encode_values(charge.__dict__)
+
+
+def encode_values(values: dict[str, Any]) -> bytes:
+    """`encode_charge` of a charge's `__dict__`, for a caller that already holds it."""
     if values["cache_write_tokens"]:
         return _with_cache_writes(values, exclude_none=True)
     return _without_cache_writes(values, exclude_none=True)

@@ -26,6 +26,7 @@ from streams.charge.records import (
     OpenRecord,
     SkewCheck,
     encode_charge,
+    encode_values,
     set_profile_resolver,
     split_batches,
     to_charge,
@@ -157,14 +158,15 @@ class ChargeProducer:
         _ = future.cancelled() or future.exception()  # retrieved: flush() reports it, not asyncio
 
     async def send(self, charge: Charge | Mapping[str, Any]) -> asyncio.Future[RecordMetadata]:
-        """Validate and queue one charge; await the returned future for its delivery."""
+        """Validate and queue one charge; await the returned future for its delivery. A Charge is
+        valid by construction: only its date is checked (against a cached horizon, `SkewCheck`)."""
         if self._client is None:
             raise RuntimeError("ChargeProducer is not started: use `async with ChargeProducer(...)`")
-        # A Charge is valid by construction: only its date is checked, against a cached horizon.
         valid = charge if isinstance(charge, Charge) else to_charge(charge)
-        if valid.occurred_at > self._within_skew.horizon:
+        values = valid.__dict__  # read once for the date check, the key and the encoding
+        if values["occurred_at"] > self._within_skew.horizon:
             self._within_skew(valid)
-        part, account = encode_charge(valid), valid.account_id
+        part, account = encode_values(values), values["account_id"]
         rec = self._buffers.get(account)
         if rec is None or not rec.take(part, self._max_charges, self._max_bytes):
             if rec is not None:
