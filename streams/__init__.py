@@ -15,6 +15,7 @@ tree is described in docs/architecture.md.
 
 from schemas.charge import Charge
 from streams.errors import BillingError, DeliveryError
-from streams.producer.producer import ChargeProducer, acreate_charge, create_charge
+from streams.producer.one_charge import acreate_charge, create_charge
+from streams.producer.producer import ChargeProducer
 
 __all__ = ["BillingError", "Charge", "ChargeProducer", "DeliveryError", "acreate_charge", "create_charge"]

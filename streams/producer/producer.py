@@ -45,7 +45,6 @@ __all__ = [  # the producer's public vocabulary, some of it defined next door
     "ChargeProducer",
     "DeliveryError",
     "OpenRecord",
-    "create_charge",
     "encode_charge",
     "set_profile_resolver",
     "split_batches",
@@ -297,35 +296,3 @@ class ChargeProducer:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             if client is not None:
                 await client.stop()
-
-
-async def acreate_charge(*, settings: Settings | None = None, usage: Any = None, **fields: Any) -> Charge:
-    """Validate one charge (the seed task's keyword names), send it, wait until Kafka has it.
-
-    `usage` takes a provider response or its usage object (OpenAI, Anthropic, Gemini; see
-    streams.charge.usage) and fills in the token counts, provider and model. Token counts default to 0.
-    Raises ValueError (pydantic's ValidationError) for bad input and `DeliveryError` when the
-    charge could not be delivered after retries.
-    """
-    if usage is not None:
-        from streams.charge.usage import merge_usage
-
-        fields = merge_usage(fields, usage)
-    fields.setdefault("prompt_tokens", 0)
-    fields.setdefault("completion_tokens", 0)
-    charge = to_charge(fields)
-    async with ChargeProducer(settings, linger_ms=0) as producer:
-        await producer.send(charge)
-    return charge
-
-
-def create_charge(*, settings: Settings | None = None, usage: Any = None, **fields: Any) -> Charge:
-    """Blocking `acreate_charge` for synchronous callers (Celery tasks, Django views, scripts)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(acreate_charge(settings=settings, usage=usage, **fields))
-    raise RuntimeError(
-        "create_charge() blocks and cannot run inside a running event loop; "
-        "use `await acreate_charge(...)` there"
-    )

@@ -24,7 +24,7 @@ from streams.config.settings import Settings  # noqa: E402
 from streams.kafka.topic_reader import read_topic  # noqa: E402
 from streams.kafka.topics import ensure_topics  # noqa: E402
 from streams.producer.litellm_callback import BillingCallback  # noqa: E402
-from streams.producer.producer import acreate_charge  # noqa: E402
+from streams.producer.one_charge import acreate_charge  # noqa: E402
 from tests.support import unique, wait_until  # noqa: E402
 
 pytestmark = [

@@ -32,11 +32,11 @@ from streams.charge.decode import Limits, decode_record
 from streams.cli.produce import produce
 from streams.config.settings import Settings, get_settings
 from streams.embedded.ports import free_port
+from streams.producer.one_charge import create_charge
 from streams.producer.producer import (
     BrokerUnavailableError,
     ChargeProducer,
     DeliveryError,
-    create_charge,
     set_profile_resolver,
 )
 from streams.testing.synthetic import synthetic_charges

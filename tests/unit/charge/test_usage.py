@@ -169,7 +169,7 @@ def test_create_charge_takes_usage(monkeypatch: pytest.MonkeyPatch) -> None:
         async def send(self, charge: Charge) -> None:
             sent.append(charge)
 
-    from streams.producer import producer
+    from streams.producer import one_charge as producer
 
     monkeypatch.setattr(producer, "ChargeProducer", FakeProducer)
     usage = {"input_tokens": 21, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 100}

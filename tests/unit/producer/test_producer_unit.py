@@ -18,12 +18,12 @@ from pydantic import ValidationError
 from schemas.charge import Charge
 from streams.charge.decode import Limits, decode_record
 from streams.config.settings import Settings
+from streams.producer.one_charge import create_charge
 from streams.producer.producer import (
     MAX_RECORD_BYTES,
     BrokerUnavailableError,
     ChargeProducer,
     DeliveryError,
-    create_charge,
     encode_charge,
     set_profile_resolver,
     split_batches,
