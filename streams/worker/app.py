@@ -27,6 +27,7 @@ from streams.kafka.client import ssl_context
 from streams.sink.postgres import PostgresSink
 from streams.worker import web
 from streams.worker.closing import DayCloser, LogEnds
+from streams.worker.memory import release_free_memory
 from streams.worker.meter import Meter, Prepared
 from streams.worker.metrics import Metrics
 from streams.worker.table_manager import ImmediateTableManager
@@ -138,6 +139,10 @@ def create_app(settings: Settings, outcome: Outcome | None = None) -> faust.App:
                     if committing is not None:
                         await committing
                     committing = asyncio.create_task(commit_then_ack(stream, chunk))
+                # Let go of this take before waiting for the next: its records (up to
+                # batch_records of them, tens of kilobytes each) would otherwise stay alive as
+                # long as the stream is idle. The commit in flight holds its own chunk.
+                del events, chunks, chunk
         finally:
             if committing is not None and not committing.done():
                 committing.cancel()
@@ -156,6 +161,11 @@ def create_app(settings: Settings, outcome: Outcome | None = None) -> faust.App:
     @app.timer(interval=max(flush_seconds, 1.0))
     async def load_skips() -> None:
         meter.skips = await sink.skips()
+
+    @app.timer(interval=max(flush_seconds, 1.0))
+    async def return_memory() -> None:
+        # After a burst the freed heap would stay resident (see streams.worker.memory).
+        release_free_memory()
 
     @app.timer(interval=600.0)
     async def purge_dedup_keys() -> None:
