@@ -123,6 +123,7 @@ def create_app(settings: Settings, outcome: Outcome | None = None) -> faust.App:
         # Two stages: while chunk k commits in Postgres, chunk k+1 is taken and decoded here.
         # Commits stay in order and each acknowledges its records only after its COMMIT.
         committing: asyncio.Task[None] | None = None
+        chunk: Prepared | None = None
         try:
             # Half the interval: a charge waits at most that for its batch, plus the flush itself.
             take = cast("faust.Stream[Any]", stream).noack_take  # not declared on StreamT
@@ -142,7 +143,8 @@ def create_app(settings: Settings, outcome: Outcome | None = None) -> faust.App:
                 # Let go of this take before waiting for the next: its records (up to
                 # batch_records of them, tens of kilobytes each) would otherwise stay alive as
                 # long as the stream is idle. The commit in flight holds its own chunk.
-                del events, chunks, chunk
+                del events, chunks
+                chunk = None
         finally:
             if committing is not None and not committing.done():
                 committing.cancel()
