@@ -6,7 +6,7 @@
   pydantic model) that the worker falls back to, so the ratio between the two is the fast
   path's gain whatever else the machine is doing;
 - sink: `PostgresSink.flush` of those batches, 2,000 records each as the worker takes them
-  (BILLING_BATCH_RECORDS), into a fresh database with the default price book: the COPY, dedup,
+  (BILLING_BATCH_RECORDS), into a fresh database with the default price book: the dedup,
   pricing, the fenced upserts of the daily rows and the rows by model, one transaction.
 The worker runs them one after the other for each batch, so 1 / (1/decode + 1/sink) is what it
 could reach if Faust delivered records for free; the gap to the e2e figure is Faust's per-record

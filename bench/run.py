@@ -170,7 +170,7 @@ class Run:
         )
         self.report.add("component: decode, the worker's path", rate(c.fast_decode_rate), note)
         note = (
-            "PostgresSink.flush per 2,000 records: COPY, dedup ledger, pricing with the default book, "
+            "PostgresSink.flush per 2,000 records: dedup ledger, pricing with the default book, "
             "fenced upserts of the daily rows and the rows by model, one transaction; "
             f"{rate(c.postgres_core_rate, 'charges')} per Postgres CPU-second, "
             f"{c.wal_bytes / max(c.charges, 1):,.0f} B of WAL per charge"
