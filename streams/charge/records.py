@@ -100,9 +100,11 @@ def encode_values(values: dict[str, Any]) -> bytes:
 
 class SkewCheck:
     """Refuses charges dated more than `max_clock_skew` ahead, as `to_charge` does, reading the
-    clock only when a charge is past the last horizon seen: the clock only moves forward, so a
-    charge within an older horizon is within the current one too, and a producer of a million
-    charges reads the clock a handful of times instead of a million (an eighth of its time)."""
+    clock only when a charge is past the last horizon seen: as time passes, a charge within an
+    older horizon is within the current one too, and a producer of a million charges reads the
+    clock a handful of times instead of a million (an eighth of its time). Should the wall clock
+    step back, a charge may pass here by that step; the worker still judges every charge
+    against its record's timestamp and sends one too far ahead to the DLQ."""
 
     __slots__ = ("horizon", "skew")
 
