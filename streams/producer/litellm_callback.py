@@ -164,6 +164,10 @@ class BillingCallback(CustomLogger):
         ended = logged.get("endTime")  # epoch seconds; LiteLLM's end_time is a naive local datetime
         occurred = datetime.fromtimestamp(ended, UTC) if isinstance(ended, int | float) else datetime.now(UTC)
         model = getattr(response, "model", None) or kwargs.get("model")
+        # LiteLLM passes response_cost None when it could not price the call; its logging object
+        # may still carry one.
+        cost = kwargs.get("response_cost")
+        cost = logged.get("response_cost") if cost is None else cost
         return to_charge(
             {
                 **tokens,
@@ -176,9 +180,7 @@ class BillingCallback(CustomLogger):
                 "model": str(model)[:512] if model else None,
                 "session_key": _text(metadata.get("session_key")),
                 "reference": _text(getattr(response, "id", None)),
-                "reported_cost_nanos": reported_nanos(
-                    kwargs.get("response_cost", logged.get("response_cost"))
-                ),
+                "reported_cost_nanos": reported_nanos(cost),
             }
         )
 
