@@ -15,14 +15,16 @@ commit record is not in them, the flush is rolled back. A checkpoint shortly bef
 first change of each page log the whole page, so WAL per charge swings between runs: the count of
 full-page images says how much of it that was. EXPLAIN plans with the arguments' values
 (a custom plan) where the worker's prepared statements may settle on a generic one: these plans
-are an INSERT from unnest() or index lookups over a few rows either way, so only the planning
-time can differ, and it is shown apart. The timings carry EXPLAIN ANALYZE's own per-row clock
-reads, a small share with plans of two or three nodes.
+are an INSERT from a staging table or unnest(), or index lookups over a few rows, either way,
+so only the planning time can differ, and it is shown apart. The timings carry EXPLAIN ANALYZE's
+own per-row clock reads, a small share with plans of two or three nodes. The COPY that fills a
+staging table has no plan: its wall time (client encoding included) stands in its row.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +49,12 @@ WRITES = {
     sql.UPSERT_MODELS: "model upsert",
     sql.ADVANCE: "fences advance",
 }
+#: The staging tables filled by COPY, by the name their copy is reported under.
+STAGES = {
+    sql.STAGE_SEEN: "dedup keys staged (COPY)",
+    sql.STAGE_DAILY: "daily deltas staged (COPY)",
+    sql.STAGE_MODELS: "model deltas staged (COPY)",
+}
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,7 @@ class Explained:
     wal_bytes: int
     wal_records: int
     wal_fpi: int  # full-page images among them: the first change of a page after a checkpoint
-    fed: int  # rows the arrays brought (the first unnest's), -1 without one
+    fed: int  # rows the arrays or the staging table brought (the first scan's), -1 without one
     returned: int  # rows the first data-modifying node returned (RETURNING), -1 without one
     conflicts: int  # rows an INSERT found already there (ON CONFLICT), -1 without one
 
@@ -100,8 +108,8 @@ def explained(statement: str, output: str | list[dict[str, Any]]) -> Explained:
     def blocks(kind: str) -> int:
         return int(plan.get(f"Shared {kind} Blocks", 0)) + int(planning.get(f"Shared {kind} Blocks", 0))
 
-    def first(node_type: str) -> int:
-        found = (n for n in nodes(plan) if n["Node Type"] == node_type)
+    def first(*node_types: str) -> int:
+        found = (n for n in nodes(plan) if n["Node Type"] in node_types)
         node = next(found, None)
         return -1 if node is None else int(node.get("Actual Rows", 0)) * int(node.get("Actual Loops", 1))
 
@@ -116,7 +124,7 @@ def explained(statement: str, output: str | list[dict[str, Any]]) -> Explained:
         int(plan.get("WAL Bytes", 0)),
         int(plan.get("WAL Records", 0)),
         int(plan.get("WAL FPI", 0)),
-        first("Function Scan"),
+        first("Function Scan", "Seq Scan"),  # unnest() or a staging table
         first("ModifyTable"),
         sum(conflicts) if conflicts else -1,
     )
@@ -148,6 +156,19 @@ class Explaining:
         if query == sql.RECORD_SEEN:  # `SELECT count(*)` of the keys inserted, as RETURNING gave them
             return (await self._explain(query, args)).returned
         return await self.conn.fetchval(query, *args)
+
+    async def copy_records_to_table(self, table: str, *, records: list[tuple[Any, ...]]) -> str:
+        """The staging COPY: no plan to explain, so its wall time and the WAL it wrote (none, the
+        staging tables are temporary) stand as its figures."""
+        wal = await self.conn.fetchval("SELECT pg_current_wal_insert_lsn()")
+        started = time.perf_counter()
+        status = await self.conn.copy_records_to_table(table, records=records)
+        ms = (time.perf_counter() - started) * 1000
+        wal_bytes = await self.conn.fetchval("SELECT pg_current_wal_insert_lsn() - $1::pg_lsn", wal)
+        self.figures.append(
+            Explained(STAGES[table], 0.0, ms, 0, 0, 0, int(wal_bytes), 0, 0, len(records), -1, -1)
+        )
+        return cast(str, status)
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         if query in WRITES:  # the rows locked: EXPLAIN has taken the locks, this reads them back

@@ -42,7 +42,7 @@ from streams.rules.settle import (
 from streams.sink import pg, sql
 from streams.sink.pg import RECORD_ERRORS, TRANSIENT
 from streams.sink.prices import PriceCache
-from streams.sink.rows import FlushResult, days_by_partition, delta_columns
+from streams.sink.rows import FlushResult, days_by_partition, delta_records
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -194,8 +194,13 @@ class PostgresSink:
                     cost = sum(d.cost_nanos for d in settled.deltas)
                     currency = next((d.currency for d in settled.deltas if d.currency), None)
                     if settled.deltas:
-                        await conn.execute(sql.UPSERT, *delta_columns(settled.deltas), closed)
-                        await conn.execute(sql.UPSERT_MODELS, *delta_columns(settled.model_deltas), closed)
+                        await conn.copy_records_to_table(
+                            sql.STAGE_DAILY, records=delta_records(settled.deltas)
+                        )
+                        await conn.execute(sql.UPSERT, closed)
+                        models = delta_records(settled.model_deltas)
+                        await conn.copy_records_to_table(sql.STAGE_MODELS, records=models)
+                        await conn.execute(sql.UPSERT_MODELS, closed)
             crashpoints.reached("inside_flush_transaction")
             days = days_by_partition(batch)
             await conn.execute(
@@ -225,9 +230,10 @@ class PostgresSink:
         winners = first_sightings((c for c in admitted if c.dedup_key not in counted_before), sources)
         keys = sorted(winners)  # in index order: a B-tree takes sorted inserts far faster
         if keys:
-            seen = [keys, *map(list, zip(*(winners[k] for k in keys), strict=True))]
-            if await conn.fetchval(sql.RECORD_SEEN, *seen) < len(keys):  # known before: those win
-                for r in await conn.fetch(sql.SEEN_ELSEWHERE, *seen):
+            seen = [(k, *winners[k]) for k in keys]
+            await conn.copy_records_to_table(sql.STAGE_SEEN, records=seen)
+            if await conn.fetchval(sql.RECORD_SEEN) < len(keys):  # known before: those win
+                for r in await conn.fetch(sql.SEEN_ELSEWHERE):
                     winners[r[0]] = (r[1], r[2], r[3])
         for key in counted_before:
             winners[key] = (-1, -1, -1)  # no copy in this batch wins
@@ -307,6 +313,8 @@ class PostgresSink:
             # The bookkeeping rows every flush locks; cheap and idempotent, so on every connect.
             await conn.execute(sql.ENSURE_PARTITIONS, self.topic, self.settings.partitions)
             await conn.execute(sql.ENSURE_CALENDAR)
+            for stage in sql.STAGES:  # private to this connection: a pooler must keep sessions
+                await conn.execute(stage)
             self._legacy_ledger = bool(await conn.fetchval(sql.LEGACY_PRESENT))
             self._conn = conn
         return self._conn

@@ -1,4 +1,4 @@
-"""What a flush hands to Postgres and reports back: the deltas as column arrays for the upserts,
+"""What a flush hands to Postgres and reports back: the deltas as the rows of the staging tables,
 the days each partition fed, and the flush's result. Pure, so the sink's transaction stays a
 sequence of statements.
 """
@@ -38,32 +38,21 @@ class FlushResult:
         )
 
 
-def delta_row(d: RowDelta) -> tuple[object, ...]:
-    """A delta in the column order of the upserts (`sql.UPSERT`, `sql.UPSERT_MODELS`)."""
-    return (
-        *d.key,
-        *d.sums,
-        d.charge_count,
-        d.late_charge_count,
-        d.cost_nanos,
-        d.unpriced_charge_count,
-        d.currency,
-    )
-
-
-def delta_columns(deltas: list[RowDelta]) -> list[list[object]]:
-    """Deltas column by column (as `delta_row` orders a delta's values), rows in key order (the
-    index's: B-trees take it faster). Built column-wise: a flush writes a delta per daily row and
-    per row by model, and a tuple per delta, sorted whole, cost the worker a tenth of its time."""
-    ordered = sorted(deltas, key=_by_key)
-    columns: list[list[object]] = [list(c) for c in zip(*(d.key for d in ordered), strict=True)]
-    columns += [list(c) for c in zip(*(d.sums for d in ordered), strict=True)]
-    columns.append([d.charge_count for d in ordered])
-    columns.append([d.late_charge_count for d in ordered])
-    columns.append([d.cost_nanos for d in ordered])
-    columns.append([d.unpriced_charge_count for d in ordered])
-    columns.append([d.currency for d in ordered])
-    return columns
+def delta_records(deltas: list[RowDelta]) -> list[tuple[object, ...]]:
+    """Deltas as the rows of a staging table (`sql.STAGE_DAILY`, `sql.STAGE_MODELS`), in key
+    order: the index's, which a B-tree takes faster. Sorted by the key alone (keys are unique)."""
+    return [
+        (
+            *d.key,
+            *d.sums,
+            d.charge_count,
+            d.late_charge_count,
+            d.cost_nanos,
+            d.unpriced_charge_count,
+            d.currency,
+        )
+        for d in sorted(deltas, key=_by_key)
+    ]
 
 
 def _by_key(d: RowDelta) -> tuple[object, ...]:

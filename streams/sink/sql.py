@@ -14,6 +14,8 @@ the reads and the write (`streams.rules.settle`):
                          the ledger knew already come back from SEEN_ELSEWHERE;
   4. UPSERT            — one delta per daily row, added to it (inserted when new), with its
                          cost; UPSERT_MODELS the same by model;
+The keys of step 3 and the deltas of step 4 reach Postgres by COPY into the connection's staging
+tables (STAGES), which the statements read.
   5. ADVANCE           — the sources' fences and progress, and the days they fed.
 """
 
@@ -26,7 +28,8 @@ from streams.rules.settle import SUMMED
 KEY = ("account_id", "user_id", "provider", "date", "charge_type")
 
 # Index lookups, not hash joins: a flush touches a batch's worth of rows, while the ledger and the
-# dedup keys grow to millions (unnest() arrays carry no statistics to tell the planner so).
+# dedup keys grow to millions (the staging tables are never analyzed: no statistics tell the
+# planner so).
 PLAN_FOR_BATCH = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
 
 ENSURE_PARTITIONS = """
@@ -83,24 +86,39 @@ SELECT source_id, closed_through, applied_offset FROM billing_source_closures
 WHERE source_id = ANY($1::integer[])
 """
 
-# $1..$4: one entry per idempotency key of the batch (its smallest coordinates in the batch).
-_unnest_seen = "unnest($1::bytea[], $2::integer[], $3::bigint[], $4::integer[])"
+# What a flush writes arrives by COPY into tables private to the connection, emptied at every
+# commit or rollback, and the statements below read them: asyncpg encodes COPY rows at about a
+# fifth of the client CPU of the same values bound as arrays (it inspects every array element
+# in Python), and Postgres reads them back faster than it parses arrays for unnest().
+STAGE_SEEN = "billing_stage_seen"
+STAGE_DAILY = "billing_stage_daily"
+STAGE_MODELS = "billing_stage_models"
+
+
+def _stage(name: str, columns: tuple[str, ...], types: tuple[str, ...]) -> str:
+    body = ", ".join(f'"{c}" {t}' for c, t in zip(columns, types, strict=True))
+    return f"CREATE TEMP TABLE IF NOT EXISTS {name} ({body}) ON COMMIT DELETE ROWS"
+
+
+# One entry per idempotency key of the batch (its smallest coordinates in the batch).
+SEEN_COLUMNS = ("key", "source_id", "offset", "position")
+STAGE_SEEN_TABLE = _stage(STAGE_SEEN, SEEN_COLUMNS, ("bytea", "integer", "bigint", "integer"))
 
 # Returns how many were new, so that in the common case nothing more is asked or sent back.
 RECORD_SEEN = f"""
 WITH inserted AS (
     INSERT INTO billing_dedup (key, source_id, "offset", position)
-    SELECT * FROM {_unnest_seen}
+    SELECT key, source_id, "offset", position FROM {STAGE_SEEN}
     ON CONFLICT (key) DO NOTHING
     RETURNING 1
 )
 SELECT count(*) FROM inserted
 """  # noqa: S608
 
-# The same arrays: the keys whose winner is elsewhere than in this batch, and where.
+# The keys whose winner is elsewhere than in this batch, and where.
 SEEN_ELSEWHERE = f"""
 SELECT s.key, s.source_id, s."offset", s.position
-FROM {_unnest_seen} AS b(key, source_id, "offset", position)
+FROM {STAGE_SEEN} AS b
 JOIN billing_dedup s ON s.key = b.key
 WHERE (s.source_id, s."offset", s.position) <> (b.source_id, b."offset", b.position)
 """  # noqa: S608
@@ -114,24 +132,32 @@ PRICED = ("cost_nanos", "unpriced_charge_count")
 MODEL_KEY = ("account_id", "user_id", "provider", "model", "date", "charge_type")
 
 
-def _upsert(table: str, key: tuple[str, ...]) -> str:
-    """Add deltas to their rows (inserted when new): the counts, the cost and its currency.
+def delta_columns(key: tuple[str, ...]) -> tuple[str, ...]:
+    """A delta's columns, in the order `streams.sink.rows.delta_records` gives its values."""
+    return (*key, *SUMMED, "charge_count", "late_charge_count", *PRICED, "currency")
 
-    Parameters: the deltas column by column (key, SUMMED, charge_count, late_charge_count,
-    cost_nanos, unpriced_charge_count, currency), then closed_through (may be NULL). A row born
-    after its day closed is final at once and is no revision; a final row that gains charges is
-    revised (revision + 1, updated_at moves) so invoice exports pick it up.
+
+def _delta_stage(name: str, key: tuple[str, ...]) -> str:
+    columns = delta_columns(key)
+    types = tuple("date" if c == "date" else "text" for c in key) + ("bigint",) * (
+        len(columns) - len(key) - 1
+    )
+    return _stage(name, columns, (*types, "text"))
+
+
+def _upsert(table: str, stage: str, key: tuple[str, ...]) -> str:
+    """Add the staged deltas to their rows (inserted when new): the counts, the cost and its
+    currency. $1 is closed_through (may be NULL). A row born after its day closed is final at
+    once and is no revision; a final row that gains charges is revised (revision + 1, updated_at
+    moves) so invoice exports pick it up.
     """
-    columns = (*key, *SUMMED, "charge_count", "late_charge_count", *PRICED, "currency")
+    columns = delta_columns(key)
     summed = (*SUMMED, "charge_count", "late_charge_count", *PRICED)
-    types = [("date" if c == "date" else "text") for c in key] + ["bigint"] * len(summed) + ["text"]
-    arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, 1))
     added = ",\n    ".join(f"{c} = d.{c} + EXCLUDED.{c}" for c in summed)
-    closed = f"${len(types) + 1}::date"
     return f"""
 INSERT INTO {table} AS d ({", ".join(columns)}, revision, finalized_at)
-SELECT {", ".join(f"u.{c}" for c in columns)}, 0, CASE WHEN u.date <= {closed} THEN now() END
-FROM unnest({arrays}) AS u({", ".join(columns)})
+SELECT {", ".join(f"u.{c}" for c in columns)}, 0, CASE WHEN u.date <= $1::date THEN now() END
+FROM {stage} AS u
 ON CONFLICT ON CONSTRAINT {table}_key DO UPDATE SET
     {added},
     currency = coalesce(EXCLUDED.currency, d.currency),
@@ -141,8 +167,12 @@ ON CONFLICT ON CONSTRAINT {table}_key DO UPDATE SET
 """  # noqa: S608
 
 
-UPSERT = _upsert("daily_billing_records", KEY)
-UPSERT_MODELS = _upsert("daily_model_records", MODEL_KEY)
+STAGE_DAILY_TABLE = _delta_stage(STAGE_DAILY, KEY)
+STAGE_MODELS_TABLE = _delta_stage(STAGE_MODELS, MODEL_KEY)
+#: The staging tables, created once per connection.
+STAGES = (STAGE_SEEN_TABLE, STAGE_DAILY_TABLE, STAGE_MODELS_TABLE)
+UPSERT = _upsert("daily_billing_records", STAGE_DAILY, KEY)
+UPSERT_MODELS = _upsert("daily_model_records", STAGE_MODELS, MODEL_KEY)
 
 # $1 topic, $2 partitions, $3 max offsets, $4 max event times, $5 had charges, $6 first days,
 # $7 last days (NULL where the partition brought no charge).

@@ -248,21 +248,21 @@ async def test_a_flush_updates_the_rows_by_model_in_place(sink):
     """A row by model that gains charges is a heap-only (HOT) update: no index of the table gets a
     new entry. An index on a column the upsert changes (updated_at, a sum) would make every flush
     write one entry per row into every index, about twice the upsert's cost."""
-    s, settings, url = sink
-    conn = await asyncpg.connect(url)
-    try:
-        await s.flush(batch(settings, (1, [charge("a", 10)])))  # the row exists
+    s, settings, _ = sink
+    await s.flush(batch(settings, (1, [charge("a", 10)])))  # the row exists
+
+    async def counted(conn: asyncpg.Connection) -> asyncpg.Record:
         outer = conn.transaction()
         await outer.start()
-        try:
-            await s._write(conn, batch(settings, (2, [charge("b", 20)])))  # in `outer`: a savepoint
-            counted = await conn.fetchrow(
+        try:  # the flush's transaction becomes a savepoint: the counters are this transaction's
+            await s._write(conn, batch(settings, (2, [charge("b", 20)])))
+            return await conn.fetchrow(
                 "SELECT pg_stat_get_xact_tuples_updated(c.oid) AS updated,"
                 " pg_stat_get_xact_tuples_hot_updated(c.oid) AS hot"
                 " FROM pg_class c WHERE c.relname = 'daily_model_records'"
             )
         finally:
             await outer.rollback()
-        assert (counted["updated"], counted["hot"]) == (1, 1)
-    finally:
-        await conn.close()
+
+    found = await s.run(counted)
+    assert (found["updated"], found["hot"]) == (1, 1)

@@ -1,5 +1,5 @@
-"""The column arrays the upserts bind: every delta's values in one position across the columns,
-in the order of the row key."""
+"""The rows the flush copies into its staging tables: every delta's values under the staging
+table's column names, in the order of the row key."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from datetime import date
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.rules.settle import DailyKey, ModelKey, RowDelta
-from streams.sink.rows import delta_columns, delta_row
+from streams.rules.settle import SUMMED, DailyKey, ModelKey, RowDelta
+from streams.sink import sql
+from streams.sink.rows import delta_records
 
 _names = st.sampled_from(["acme", "globex", "initech", "é", "Z"])
 _days = st.sampled_from([date(2026, 12, 1), date(2026, 12, 2), date(2027, 1, 1)])
@@ -25,7 +26,7 @@ def _delta(with_model: bool):  # type: ignore[no-untyped-def]
     return st.builds(
         RowDelta,
         key,
-        st.lists(_counts, min_size=5, max_size=5),
+        st.lists(_counts, min_size=len(SUMMED), max_size=len(SUMMED)),
         _counts,
         _counts,
         _counts,
@@ -35,6 +36,19 @@ def _delta(with_model: bool):  # type: ignore[no-untyped-def]
 
 
 @given(st.booleans().flatmap(lambda m: st.lists(_delta(m), min_size=1, unique_by=lambda d: d.key)))
-def test_columns_are_the_rows_transposed_in_key_order(deltas: list[RowDelta]) -> None:
-    rows = sorted(delta_row(d) for d in deltas)  # keys are unique: the key alone orders them
-    assert delta_columns(deltas) == [list(column) for column in zip(*rows, strict=True)]
+def test_records_name_every_value_in_the_staging_columns_in_key_order(deltas: list[RowDelta]) -> None:
+    key = sql.MODEL_KEY if isinstance(deltas[0].key, ModelKey) else sql.KEY
+    records = delta_records(deltas)
+    assert [r[: len(key)] for r in records] == sorted(d.key for d in deltas)
+    by_key = {d.key: d for d in deltas}
+    for record in records:
+        d = by_key[record[: len(key)]]  # type: ignore[index]
+        assert dict(zip(sql.delta_columns(key), record, strict=True)) == {
+            **d.key._asdict(),
+            **dict(zip(SUMMED, d.sums, strict=True)),
+            "charge_count": d.charge_count,
+            "late_charge_count": d.late_charge_count,
+            "cost_nanos": d.cost_nanos,
+            "unpriced_charge_count": d.unpriced_charge_count,
+            "currency": d.currency,
+        }
