@@ -83,8 +83,11 @@ class PriceBook:
         return since, until, self.price_at(account_id, provider, model, at)
 
     def lookup(self, account_id: str, provider: str, model: str | None, at: datetime) -> Price | None:
-        """`price_at`, through the span cache (what the sink calls once per charge)."""
-        name = normalize_model(model)
+        """`price_at`, through the span cache."""
+        return self.lookup_normalized(account_id, provider, normalize_model(model), at)
+
+    def lookup_normalized(self, account_id: str, provider: str, name: str, at: datetime) -> Price | None:
+        """`lookup` of a model name already normalized (what the sink calls once per charge)."""
         key = (account_id, provider, name)
         span = self._spans.get(key)
         if span is None or not span[0] <= at < span[1]:
@@ -110,10 +113,11 @@ class Pricing:
         self.unpriced: dict[tuple[str, str], int] = {}
 
     def __call__(self, c: PendingCharge) -> tuple[int, str] | None:
-        priced = None
-        if c.occurred_at is not None:
-            priced = self.book.cost(c.account_id, c.provider, c.model, c.occurred_at, c)
-        if priced is None:
+        # A pending charge's model is normalized when it is decoded: one lookup, no renaming.
+        at = c.occurred_at
+        price = None if at is None else self.book.lookup_normalized(c.account_id, c.provider, c.model, at)
+        if price is None:
             key = (c.provider, c.model)
             self.unpriced[key] = self.unpriced.get(key, 0) + 1
-        return priced
+            return None
+        return cost_nanos(c, price), price.currency

@@ -12,7 +12,14 @@ not per record. Where the C library is not glibc (musl, macOS) there is nothing 
 from __future__ import annotations
 
 import ctypes
+import gc
 from collections.abc import Callable
+
+# Container objects allocated, net, between two collections of the youngest generation (CPython's
+# default is 700). A chunk of charges lives for one flush: tens of thousands of tuples that the
+# default scans over and over while they are decoded, settled and written, only to be freed by
+# their reference counts a moment later.
+YOUNG_COLLECTION_EVERY = 10_000
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -32,3 +39,14 @@ def release_free_memory() -> bool:
         return False
     _trim(0)
     return True
+
+
+def settle_heap() -> None:
+    """Once the worker's code and libraries are loaded: move what exists now out of the garbage
+    collector's sight (it lives as long as the process, and a full collection would scan all of
+    it again and again) and collect the young generation less often. The worker's own
+    allocations are still collected; a decode-and-flush profile spent about a quarter of its
+    settle time in collections without this."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])

@@ -55,6 +55,7 @@ def run_worker(settings: Settings) -> None:
 
     from streams.kafka.retention import check_retention
     from streams.worker.app import Outcome, create_app
+    from streams.worker.memory import settle_heap
 
     logs.configure(settings)  # until Faust installs the same configuration at start
     asyncio.run(preflight(settings))  # also creates the topics when they are missing
@@ -74,6 +75,7 @@ def run_worker(settings: Settings) -> None:
         redirect_stdouts=False,
     )
     logging.captureWarnings(True)
+    settle_heap()
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
