@@ -250,7 +250,8 @@ def settle(
         if winners[c.dedup_key] != (source, c.offset, c.position):
             duplicates += 1
             continue
-        closed = marks.get(source, NO_MARKS).closed_before(c.offset)
+        closing = marks.get(source)  # None until a day closes while the source is read
+        closed = None if closing is None else closing.closed_before(c.offset)
         is_late = closed is not None and c.day <= closed
         late += is_late
         priced = pricer(c) if pricer is not None else None
@@ -259,24 +260,33 @@ def settle(
         key = (c.account_id, c.user_id, c.provider, c.model, c.day, c.charge_type)
         by_model = models.get(key)
         if by_model is None:
-            by_model = models[key] = RowDelta(ModelKey._make(key))
+            by_model = models[key] = RowDelta(_as_model_key(key))
         by_model.add(c, priced, is_late)
     model_deltas = list(models.values())
     return Settlement(roll_up(model_deltas), duplicates, late, model_deltas)
 
 
+# NamedTuple keys built from plain tuples in C: `ModelKey._make` and `DailyKey(...)` run Python
+# code, once per row of every flush.
+def _as_model_key(values: tuple[object, ...]) -> ModelKey:
+    return tuple.__new__(ModelKey, values)
+
+
+def _as_daily_key(values: tuple[object, ...]) -> DailyKey:
+    return tuple.__new__(DailyKey, values)
+
+
 def roll_up(model_deltas: Iterable[RowDelta]) -> list[RowDelta]:
     """The daily deltas from the deltas by model: a daily row is the sum of its rows by model, so
     each charge is added once (to its row by model) and each daily row once per model."""
-    deltas: dict[DailyKey, RowDelta] = {}
+    deltas: dict[tuple[object, ...], RowDelta] = {}
     for m in model_deltas:
-        k = m.key
-        assert isinstance(k, ModelKey)
-        key = DailyKey(k.account_id, k.user_id, k.provider, k.date, k.charge_type)
+        k: tuple[object, ...] = m.key  # a ModelKey: account, user, provider, model, date, type
+        key = (k[0], k[1], k[2], k[4], k[5])
         delta = deltas.get(key)
         if delta is None:
             deltas[key] = RowDelta(
-                key,
+                _as_daily_key(key),
                 list(m.sums),
                 m.charge_count,
                 m.late_charge_count,
