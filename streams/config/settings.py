@@ -220,6 +220,11 @@ class Settings(BaseSettings):
         description="consumer group session timeout (a dead worker's partitions move after it); "
         "unset: 10s, or 2s when the broker is on loopback (Tansu, whose group join waits half of it)",
     )
+    kafka_fetch_max_wait: Duration | None = Field(
+        None,
+        description="how long the worker's fetches may wait for records; unset: 1.5s (Faust's), "
+        "or 0.1s when the broker is on loopback (Tansu answers a waiting fetch only when the wait ends)",
+    )
     kafka_heartbeat_interval: Duration = lasting(
         seconds=1,
         description="consumer group heartbeat interval (at most a quarter of the session timeout is used)",
@@ -293,6 +298,15 @@ class Settings(BaseSettings):
         if self.kafka_session_timeout is not None:
             return self.kafka_session_timeout
         return timedelta(seconds=2) if self.kafka_is_loopback else timedelta(seconds=10)
+
+    @property
+    def fetch_max_wait(self) -> timedelta:
+        """The fetch wait in force: Kafka answers a waiting fetch when a record arrives, so there
+        the wait only paces an idle consumer; the embedded broker answers when the wait ends, so
+        there it is added to every record's way to the worker."""
+        if self.kafka_fetch_max_wait is not None:
+            return self.kafka_fetch_max_wait
+        return timedelta(seconds=0.1) if self.kafka_is_loopback else timedelta(seconds=1.5)
 
     @property
     def group_heartbeat_interval(self) -> timedelta:

@@ -31,6 +31,7 @@ from streams.worker.memory import release_free_memory
 from streams.worker.meter import Meter, Prepared
 from streams.worker.metrics import Metrics
 from streams.worker.table_manager import ImmediateTableManager
+from streams.worker.transport import BillingApp
 
 log = logging.getLogger("streams.worker")
 
@@ -86,8 +87,9 @@ def create_app(settings: Settings, outcome: Outcome | None = None) -> faust.App:
     """A Faust app with the metering agent and the day-closing timer; a fatal error is recorded
     in `outcome`."""
     outcome = outcome if outcome is not None else Outcome()
-    app = faust.App(
+    app = BillingApp(
         settings.app_id,
+        fetch_max_wait_ms=int(settings.fetch_max_wait.total_seconds() * 1000),
         **app_options(settings),
         topic_allow_declare=False,
         producer_acks=-1,

@@ -9,7 +9,7 @@ import pytest
 from faust.tables import TableManager
 
 from streams.config.settings import Settings
-from streams.worker.app import app_options
+from streams.worker.app import app_options, create_app
 from streams.worker.table_manager import ImmediateTableManager
 
 
@@ -60,3 +60,19 @@ def test_the_table_manager_is_fausts_without_the_pause():
     manager = app_options(settings())["TableManager"]
     assert manager is ImmediateTableManager and issubclass(manager, TableManager)
     assert manager.on_start is not TableManager.on_start
+
+
+@pytest.mark.parametrize(
+    ("bootstrap", "wait", "expected_ms"),
+    [("127.0.0.1:9092", None, 100), ("kafka-1:9092", None, 1500), ("127.0.0.1:9092", "250ms", 250)],
+)
+async def test_the_worker_consumer_fetches_with_the_wait_in_force(bootstrap, wait, expected_ms):
+    """Faust builds its consumer with a fixed 1.5 s fetch wait; the embedded broker holds a
+    fetch that long even when records arrive, so on loopback the worker's consumer waits 0.1 s."""
+    fields = {"kafka_bootstrap": bootstrap, **({"kafka_fetch_max_wait": wait} if wait else {})}
+    app = create_app(settings(**fields))
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    try:
+        assert consumer._fetch_max_wait_ms == expected_ms
+    finally:
+        await consumer.stop()
