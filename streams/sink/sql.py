@@ -14,9 +14,9 @@ the reads and the write (`streams.rules.settle`):
                          the ledger knew already come back from SEEN_ELSEWHERE;
   4. UPSERT            — one delta per daily row, added to it (inserted when new), with its
                          cost; UPSERT_MODELS the same by model;
+  5. ADVANCE           — the sources' fences and progress, and the days they fed.
 The keys of step 3 and the deltas of step 4 reach Postgres by COPY into the connection's staging
 tables (STAGES), which the statements read.
-  5. ADVANCE           — the sources' fences and progress, and the days they fed.
 """
 
 from __future__ import annotations
