@@ -45,6 +45,7 @@ _TIME = re.compile(
     r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
     r"(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)"
 )
+MODEL_ONLY = ("model",)
 _new_row = tuple.__new__  # PendingCharge(...) without its Python-level __new__: same tuple
 
 
@@ -97,23 +98,26 @@ def _optional_fields_ok(charge: dict[str, Any]) -> bool:
 
 class _Shapes:
     """Key sets seen, in order, that name every required field and no unknown one, each with
-    whether it holds a carried-along field to check: producers send one or two shapes, and a
-    tuple lookup is a third of what the set comparisons cost."""
+    the carried-along fields it holds (notes, profile id, reported cost, version) that need a
+    check: producers send one or two shapes, and a tuple lookup is a third of what the set
+    comparisons cost."""
 
     def __init__(self, limit: int = 256) -> None:
-        self.known: dict[tuple[str, ...], bool] = {}
+        self.known: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.limit = limit
 
-    def carried(self, keys: tuple[str, ...]) -> bool | None:
-        """Whether a charge with these keys carries notes, a profile id or a version; None when
-        the keys are not a charge's."""
+    def carried(self, keys: tuple[str, ...]) -> tuple[str, ...] | None:
+        """The carried-along fields of a charge with these keys (`MODEL_ONLY` itself when the
+        model is the only one, as most charges have it); None when the keys are not a charge's."""
         known = self.known.get(keys)
         if known is not None:
             return known
         names = set(keys)
         if not REQUIRED <= names <= FIELDS or len(names) != len(keys):
             return None
-        carried = bool(names - REQUIRED - _COUNTS)
+        carried = tuple(sorted(names - REQUIRED - _COUNTS))
+        if carried == MODEL_ONLY:
+            carried = MODEL_ONLY
         if len(self.known) < self.limit:
             self.known[keys] = carried
         return carried
@@ -124,6 +128,16 @@ def _is_slug(value: Any) -> bool:
 
 
 _shapes = _Shapes()
+_model_keys: dict[str | None, str] = {}  # a note's priced key, for the models met (bounded)
+
+
+def _model_key(model: str | None) -> str:
+    key = normalize_model(model)
+    if key and len(_model_keys) < 10_000:
+        _model_keys[model] = key
+    return key
+
+
 _users = _Checked(_identifier)
 _slugs = _Checked(_is_slug)
 
@@ -154,7 +168,7 @@ def pending_rows(
     # Every charge of a record has the record key's account: one prefix for every dedup key.
     prefix = len(account.encode()).to_bytes(4, "big") + account.encode()
     blake2b = hashlib.blake2b
-    users, slugs, shapes = _users.known, _slugs.known, _shapes.carried
+    users, slugs, shapes, model_keys = _users.known, _slugs.known, _shapes.carried, _model_keys
     rows: list[PendingCharge] = []
     latest: datetime | None = None
     for position, c in enumerate(elements):
@@ -190,7 +204,11 @@ def pending_rows(
             and 0 <= reasoning <= completion <= MAX_TOKENS
             and type(when) is str
             and _TIME.fullmatch(when)
-            and (not carried or _optional_fields_ok(c))
+            and (
+                not carried
+                or (carried is MODEL_ONLY and type(model := c["model"]) is str and len(model) <= _NOTE_MAX)
+                or _optional_fields_ok(c)
+            )
         ):
             return None
         derived = prompt + completion
@@ -227,10 +245,10 @@ def pending_rows(
                     reasoning,
                     event_id,
                     accept_late,
-                    normalize_model(c.get("model")),
+                    model_keys.get(c.get("model")) or _model_key(c.get("model")),
                     occurred_at,
                     written,
-                    (carried and c.get("reported_cost_nanos")) or 0,
+                    0 if carried is MODEL_ONLY else c.get("reported_cost_nanos") or 0,
                 ),
             )
         )
