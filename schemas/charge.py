@@ -26,6 +26,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION = 1
+# Counts added after the first release: left out of a record when zero, so that charges without
+# them read as before on workers that predate them.
+OMITTED_WHEN_ZERO = ("cache_write_tokens",)
 MAX_TOKENS = 10**12  # far above any real call; keeps sums well inside bigint
 MAX_REPORTED_NANOS = 10**15  # a million currency units for one call: beyond any real price
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
@@ -123,6 +126,7 @@ class Charge(BaseModel):
         no cache writes left out too, so that charges without them read as before on workers
         that predate the field)."""
         wire = self.model_dump(mode="json", exclude_none=True)
-        if not self.cache_write_tokens:
-            del wire["cache_write_tokens"]
+        for name in OMITTED_WHEN_ZERO:
+            if not wire[name]:
+                del wire[name]
         return wire

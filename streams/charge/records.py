@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic_core import SchemaSerializer, core_schema
 
-from schemas.charge import Charge, new_event_id
+from schemas.charge import OMITTED_WHEN_ZERO, Charge, new_event_id
 
 MAX_RECORD_CHARGES = 500
 # ~1 MB, not 1 MiB: Kafka's default message.max.bytes (1,048,588) must also hold key and overhead.
@@ -21,7 +21,8 @@ MAX_RECORD_BYTES = 1_000_000
 
 
 def _wire_serializers() -> tuple[Callable[..., bytes], Callable[..., bytes]]:
-    """Serializers of a charge's `__dict__`, with and without `cache_write_tokens`.
+    """Serializers of a charge's `__dict__`, with and without `cache_write_tokens` (the one count
+    of `OMITTED_WHEN_ZERO`).
 
     Typed-dict serializers built from the model's own field schemas, so the bytes are exactly
     what the model's serializer writes; the one without the field is for charges that have no
@@ -33,7 +34,8 @@ def _wire_serializers() -> tuple[Callable[..., bytes], Callable[..., bytes]]:
     while schema["type"] != "model-fields":  # through the model validator and the model
         schema = schema["schema"]
     fields = {name: core_schema.typed_dict_field(f["schema"]) for name, f in schema["fields"].items()}
-    without = {name: f for name, f in fields.items() if name != "cache_write_tokens"}
+    (omitted,) = OMITTED_WHEN_ZERO  # one count today: two serializers; more would need a table
+    without = {name: f for name, f in fields.items() if name != omitted}
     return (
         SchemaSerializer(core_schema.typed_dict_schema(fields)).to_json,
         SchemaSerializer(core_schema.typed_dict_schema(without)).to_json,  # extra keys are left out
@@ -93,7 +95,7 @@ def encode_charge(charge: Charge) -> bytes:
 
 def encode_values(values: dict[str, Any]) -> bytes:
     """`encode_charge` of a charge's `__dict__`, for a caller that already holds it."""
-    if values["cache_write_tokens"]:
+    if values["cache_write_tokens"]:  # see OMITTED_WHEN_ZERO
         return _with_cache_writes(values, exclude_none=True)
     return _without_cache_writes(values, exclude_none=True)
 

@@ -83,13 +83,8 @@ class TokenUsage:
         return PROVIDER_OF_SHAPE.get(self.shape)
 
     def charge_fields(self) -> dict[str, int]:
-        """The token fields of a Charge (cache writes only when there are any, as `Charge.to_wire`
-        sends them)."""
-        return {
-            name: getattr(self, name)
-            for name in TOKEN_FIELDS
-            if name != "cache_write_tokens" or self.cache_write_tokens
-        }
+        """The token fields of a Charge."""
+        return {name: getattr(self, name) for name in TOKEN_FIELDS}
 
 
 def _has(obj: Any, name: str) -> bool:

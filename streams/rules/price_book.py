@@ -18,7 +18,7 @@ import bisect
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from streams.rules.pricing import Counts, Price, cost_nanos, normalize_model
+from streams.rules.pricing import Price, cost_nanos, normalize_model
 from streams.rules.settle import PendingCharge
 
 Timeline = tuple[tuple[datetime, ...], tuple[Price, ...]]  # starts ascending, price from each start
@@ -95,13 +95,6 @@ class PriceBook:
                 self._spans.clear()
             span = self._spans[key] = self._span(account_id, provider, name, at)
         return span[2]
-
-    def cost(
-        self, account_id: str, provider: str, model: str | None, at: datetime, counts: Counts
-    ) -> tuple[int, str] | None:
-        """(cost in nano-units, currency) of a charge, or None when its model has no price."""
-        price = self.lookup(account_id, provider, model, at)
-        return None if price is None else (cost_nanos(counts, price), price.currency)
 
 
 class Pricing:

@@ -118,6 +118,7 @@ def test_openai_sdk_models_when_installed() -> None:
         "completion_tokens": 300,
         "total_tokens": 2306,
         "cached_tokens": 1920,
+        "cache_write_tokens": 0,
         "reasoning_tokens": 128,
     }
     bare = types.CompletionUsage(prompt_tokens=3, completion_tokens=4, total_tokens=7)  # details None

@@ -152,7 +152,7 @@ def test_price_in_force_by_time_with_an_account_override() -> None:
                 assert (found.input if found else None) == rate, (account, moment)
     assert book.lookup("acme", "openai", "other", T0) is not None  # names are matched lower-case
     assert book.lookup("acme", "anthropic", "gpt-4o", T0) is None  # a price is per provider
-    assert book.cost("acme", "openai", None, T0, C(1, 1)) is None  # no model: unpriced
+    assert book.lookup("acme", "openai", None, T0) is None  # no model: unpriced
 
 
 @given(
