@@ -104,9 +104,9 @@ MUTANTS = (
     ),
     Mutant(
         "streams/rules/settle.py",
-        "roll_up: a daily row keeps the cost of one model only",
-        "delta.cost_nanos += m.cost_nanos",
-        "delta.cost_nanos = max(delta.cost_nanos, m.cost_nanos)",
+        "roll_up: a daily row keeps the larger of its models' values, not their sum",
+        "by_day[key] = [a + b for a, b in zip(day, v, strict=True)]",
+        "by_day[key] = [max(a, b) for a, b in zip(day, v, strict=True)]",
     ),
     Mutant(
         "streams/rules/settle.py",

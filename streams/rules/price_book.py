@@ -103,12 +103,21 @@ class Pricing:
 
     def __init__(self, book: PriceBook) -> None:
         self.book = book
+        self._spans = book._spans  # the book's own span cache, read on its behalf
         self.unpriced: dict[tuple[str, str], int] = {}
 
     def __call__(self, c: PendingCharge) -> tuple[int, str] | None:
-        # A pending charge's model is normalized when it is decoded: one lookup, no renaming.
+        # A pending charge's model is normalized when it is decoded: one lookup, no renaming. The
+        # span cache's hit is inlined (`lookup_normalized` does the rest): this runs per charge.
         at = c.occurred_at
-        price = None if at is None else self.book.lookup_normalized(c.account_id, c.provider, c.model, at)
+        if at is None:
+            price = None
+        else:
+            span = self._spans.get((c.account_id, c.provider, c.model))
+            if span is not None and span[0] <= at < span[1]:
+                price = span[2]
+            else:
+                price = self.book.lookup_normalized(c.account_id, c.provider, c.model, at)
         if price is None:
             key = (c.provider, c.model)
             self.unpriced[key] = self.unpriced.get(key, 0) + 1

@@ -192,9 +192,17 @@ def first_sightings(charges: Iterable[PendingCharge], sources: Mapping[int, int]
     return first
 
 
+# What a flush adds to one row, while it is summed: the sums in SUMMED order, then COUNTED, as
+# one list of integers (the order of the staging tables' columns after the key). A flush makes
+# nearly as many rows as it has charges, and an object per row cost more than its sums.
+COUNTED = ("charge_count", "late_charge_count", "cost_nanos", "unpriced_charge_count")
+_CHARGES, _LATE, _COST, _UNPRICED = range(len(SUMMED), len(SUMMED) + len(COUNTED))
+RowValues = list[int]
+
+
 @dataclass(slots=True)
 class RowDelta:
-    """What one flush adds to one daily row (or one row by model)."""
+    """What one flush adds to one daily row (or one row by model), by name."""
 
     key: DailyKey | ModelKey
     sums: list[int] = field(default_factory=lambda: [0] * len(SUMMED))  # in SUMMED order
@@ -204,30 +212,45 @@ class RowDelta:
     unpriced_charge_count: int = 0
     currency: str | None = None  # of the priced charges (a book has one currency)
 
-    def add(self, c: PendingCharge, priced: tuple[int, str] | None, late: bool) -> None:
-        totals = self.sums
-        totals[0] += c.prompt_tokens
-        totals[1] += c.completion_tokens
-        totals[2] += c.total_tokens
-        totals[3] += c.cached_tokens
-        totals[4] += c.reasoning_tokens
-        totals[5] += c.cache_write_tokens
-        totals[6] += c.reported_cost_nanos
-        self.charge_count += 1
-        self.late_charge_count += late
-        if priced is None:
-            self.unpriced_charge_count += 1
-        else:
-            self.cost_nanos += priced[0]
-            self.currency = priced[1]
+    @classmethod
+    def of(cls, key: DailyKey | ModelKey, values: RowValues, currency: str | None) -> RowDelta:
+        n = len(SUMMED)
+        return cls(
+            key, values[:n], values[_CHARGES], values[_LATE], values[_COST], values[_UNPRICED], currency
+        )
 
 
 @dataclass(slots=True)
 class Settlement:
-    deltas: list[RowDelta]
+    """What a flush adds, per row by model and per daily row: `RowValues` by the plain tuple of
+    the row's key, and the currency of each row with a priced charge."""
+
+    by_model: dict[tuple[object, ...], RowValues]
+    by_day: dict[tuple[object, ...], RowValues]
+    model_currency: dict[tuple[object, ...], str]
+    day_currency: dict[tuple[object, ...], str]
     duplicates: int  # charges whose idempotency key counts elsewhere
     late: int  # counted charges of days that were already closed
-    model_deltas: list[RowDelta] = field(default_factory=list)  # the same sums by model
+
+    @property
+    def deltas(self) -> list[RowDelta]:
+        """The daily deltas, by name."""
+        return [RowDelta.of(_as_daily_key(k), v, self.day_currency.get(k)) for k, v in self.by_day.items()]
+
+    @property
+    def model_deltas(self) -> list[RowDelta]:
+        """The deltas by model, by name."""
+        return [
+            RowDelta.of(_as_model_key(k), v, self.model_currency.get(k)) for k, v in self.by_model.items()
+        ]
+
+    @property
+    def cost_nanos(self) -> int:
+        return sum(v[_COST] for v in self.by_day.values())
+
+    @property
+    def currency(self) -> str | None:
+        return next(iter(self.day_currency.values()), None)
 
 
 def settle(
@@ -237,13 +260,15 @@ def settle(
     marks: Mapping[int, ClosureMarks],
     pricer: Pricer | None = None,
 ) -> Settlement:
-    """Sum the admitted charges that win their idempotency key, one delta per daily row and
-    one per row by model, each with its cost (`pricer`; without one every charge is unpriced).
+    """Sum the admitted charges that win their idempotency key, one delta per row by model and,
+    rolled up from those, one per daily row, each with its cost (`pricer`; without one every
+    charge is unpriced).
 
     `winners` maps every key of the batch to the coordinates that count (the ledger's winner,
     or the batch's own first sighting for a new key).
     """
-    models: dict[tuple[object, ...], RowDelta] = {}
+    by_model: dict[tuple[object, ...], RowValues] = {}
+    currency: dict[tuple[object, ...], str] = {}
     duplicates = late = 0
     for c in charges:
         source = sources[c.partition]
@@ -255,19 +280,32 @@ def settle(
         is_late = closed is not None and c.day <= closed
         late += is_late
         priced = pricer(c) if pricer is not None else None
-        # A plain tuple hashes and compares as the ModelKey it stands for: the named one is
-        # built once per row, not once per charge.
+        # A plain tuple hashes and compares as the ModelKey it stands for.
         key = (c.account_id, c.user_id, c.provider, c.model, c.day, c.charge_type)
-        by_model = models.get(key)
-        if by_model is None:
-            by_model = models[key] = RowDelta(_as_model_key(key))
-        by_model.add(c, priced, is_late)
-    model_deltas = list(models.values())
-    return Settlement(roll_up(model_deltas), duplicates, late, model_deltas)
+        v = by_model.get(key)
+        if v is None:
+            v = by_model[key] = [0] * (len(SUMMED) + len(COUNTED))
+        # In SUMMED order, then COUNTED; inline: this runs once per charge.
+        v[0] += c.prompt_tokens
+        v[1] += c.completion_tokens
+        v[2] += c.total_tokens
+        v[3] += c.cached_tokens
+        v[4] += c.reasoning_tokens
+        v[5] += c.cache_write_tokens
+        v[6] += c.reported_cost_nanos
+        v[_CHARGES] += 1
+        v[_LATE] += is_late
+        if priced is None:
+            v[_UNPRICED] += 1
+        else:
+            v[_COST] += priced[0]
+            currency[key] = priced[1]
+    by_day, day_currency = roll_up(by_model, currency)
+    return Settlement(by_model, by_day, currency, day_currency, duplicates, late)
 
 
 # NamedTuple keys built from plain tuples in C: `ModelKey._make` and `DailyKey(...)` run Python
-# code, once per row of every flush.
+# code, once per row.
 def _as_model_key(values: tuple[object, ...]) -> ModelKey:
     return tuple.__new__(ModelKey, values)
 
@@ -276,32 +314,25 @@ def _as_daily_key(values: tuple[object, ...]) -> DailyKey:
     return tuple.__new__(DailyKey, values)
 
 
-def roll_up(model_deltas: Iterable[RowDelta]) -> list[RowDelta]:
-    """The daily deltas from the deltas by model: a daily row is the sum of its rows by model, so
-    each charge is added once (to its row by model) and each daily row once per model."""
-    deltas: dict[tuple[object, ...], RowDelta] = {}
-    for m in model_deltas:
-        k: tuple[object, ...] = m.key  # a ModelKey: account, user, provider, model, date, type
+def roll_up(
+    by_model: Mapping[tuple[object, ...], RowValues], currency: Mapping[tuple[object, ...], str]
+) -> tuple[dict[tuple[object, ...], RowValues], dict[tuple[object, ...], str]]:
+    """The daily rows' values (and currencies) from the rows by model: a daily row is the sum of
+    its rows by model, so each charge is added once (to its row by model) and each daily row
+    once per model."""
+    by_day: dict[tuple[object, ...], RowValues] = {}
+    day_currency: dict[tuple[object, ...], str] = {}
+    for k, v in by_model.items():  # k: account, user, provider, model, date, type
         key = (k[0], k[1], k[2], k[4], k[5])
-        delta = deltas.get(key)
-        if delta is None:
-            deltas[key] = RowDelta(
-                _as_daily_key(key),
-                list(m.sums),
-                m.charge_count,
-                m.late_charge_count,
-                m.cost_nanos,
-                m.unpriced_charge_count,
-                m.currency,
-            )
-            continue
-        delta.sums = [a + b for a, b in zip(delta.sums, m.sums, strict=True)]
-        delta.charge_count += m.charge_count
-        delta.late_charge_count += m.late_charge_count
-        delta.cost_nanos += m.cost_nanos
-        delta.unpriced_charge_count += m.unpriced_charge_count
-        delta.currency = delta.currency or m.currency
-    return list(deltas.values())
+        day = by_day.get(key)
+        if day is None:
+            by_day[key] = v.copy()
+        else:
+            by_day[key] = [a + b for a, b in zip(day, v, strict=True)]
+        priced_in = currency.get(k)
+        if priced_in is not None and key not in day_currency:
+            day_currency[key] = priced_in
+    return by_day, day_currency
 
 
 def horizon_days(horizon_seconds: float) -> int:

@@ -42,7 +42,7 @@ from streams.rules.settle import (
 from streams.sink import pg, sql
 from streams.sink.pg import RECORD_ERRORS, TRANSIENT
 from streams.sink.prices import PriceCache
-from streams.sink.rows import FlushResult, days_by_partition, delta_records
+from streams.sink.rows import FlushResult, days_by_partition, staging_records
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -189,16 +189,14 @@ class PostgresSink:
                     winners = await self._winners(conn, admission.admitted, sources)
                     pricing = Pricing(await self._prices.current(conn))
                     settled = settle(admission.admitted, sources, winners, marks_by_source, pricing)
-                    written, late, duplicates = len(settled.deltas), settled.late, settled.duplicates
+                    written, late, duplicates = len(settled.by_day), settled.late, settled.duplicates
                     charges = len(admission.admitted)
-                    cost = sum(d.cost_nanos for d in settled.deltas)
-                    currency = next((d.currency for d in settled.deltas if d.currency), None)
-                    if settled.deltas:
-                        await conn.copy_records_to_table(
-                            sql.STAGE_DAILY, records=delta_records(settled.deltas)
-                        )
+                    cost, currency = settled.cost_nanos, settled.currency
+                    if settled.by_day:
+                        daily = staging_records(settled.by_day, settled.day_currency)
+                        await conn.copy_records_to_table(sql.STAGE_DAILY, records=daily)
                         await conn.execute(sql.UPSERT, closed)
-                        models = delta_records(settled.model_deltas)
+                        models = staging_records(settled.by_model, settled.model_currency)
                         await conn.copy_records_to_table(sql.STAGE_MODELS, records=models)
                         await conn.execute(sql.UPSERT_MODELS, closed)
             crashpoints.reached("inside_flush_transaction")

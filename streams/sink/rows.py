@@ -5,11 +5,12 @@ sequence of statements.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
 from streams.rules.batch import Batch
-from streams.rules.settle import RowDelta
+from streams.rules.settle import RowValues
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,25 +39,13 @@ class FlushResult:
         )
 
 
-def delta_records(deltas: list[RowDelta]) -> list[tuple[object, ...]]:
-    """Deltas as the rows of a staging table (`sql.STAGE_DAILY`, `sql.STAGE_MODELS`), in key
-    order: the index's, which a B-tree takes faster. Sorted by the key alone (keys are unique)."""
-    return [
-        (
-            *d.key,
-            *d.sums,
-            d.charge_count,
-            d.late_charge_count,
-            d.cost_nanos,
-            d.unpriced_charge_count,
-            d.currency,
-        )
-        for d in sorted(deltas, key=_by_key)
-    ]
-
-
-def _by_key(d: RowDelta) -> tuple[object, ...]:
-    return d.key
+def staging_records(
+    values: Mapping[tuple[object, ...], RowValues], currency: Mapping[tuple[object, ...], str]
+) -> list[tuple[object, ...]]:
+    """Rows' values (`streams.rules.settle.RowValues` by key) as the rows of a staging table
+    (`sql.STAGE_DAILY`, `sql.STAGE_MODELS`), in key order: the index's, which a B-tree takes
+    faster. Keys are unique, so the sort never compares the values."""
+    return [(*k, *v, currency.get(k)) for k, v in sorted(values.items())]
 
 
 def days_by_partition(batch: Batch) -> dict[int, tuple[date, date]]:

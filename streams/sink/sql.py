@@ -133,7 +133,7 @@ MODEL_KEY = ("account_id", "user_id", "provider", "model", "date", "charge_type"
 
 
 def delta_columns(key: tuple[str, ...]) -> tuple[str, ...]:
-    """A delta's columns, in the order `streams.sink.rows.delta_records` gives its values."""
+    """A delta's columns, in the order `streams.sink.rows.staging_records` gives its values."""
     return (*key, *SUMMED, "charge_count", "late_charge_count", *PRICED, "currency")
 
 

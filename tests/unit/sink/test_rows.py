@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from streams.rules.settle import SUMMED, DailyKey, ModelKey, RowDelta
 from streams.sink import sql
-from streams.sink.rows import delta_records
+from streams.sink.rows import staging_records
 
 _names = st.sampled_from(["acme", "globex", "initech", "é", "Z"])
 _days = st.sampled_from([date(2026, 12, 1), date(2026, 12, 2), date(2027, 1, 1)])
@@ -38,7 +38,12 @@ def _delta(with_model: bool):  # type: ignore[no-untyped-def]
 @given(st.booleans().flatmap(lambda m: st.lists(_delta(m), min_size=1, unique_by=lambda d: d.key)))
 def test_records_name_every_value_in_the_staging_columns_in_key_order(deltas: list[RowDelta]) -> None:
     key = sql.MODEL_KEY if isinstance(deltas[0].key, ModelKey) else sql.KEY
-    records = delta_records(deltas)
+    values = {
+        tuple(d.key): [*d.sums, d.charge_count, d.late_charge_count, d.cost_nanos, d.unpriced_charge_count]
+        for d in deltas
+    }
+    currency = {tuple(d.key): d.currency for d in deltas if d.currency is not None}
+    records = staging_records(values, currency)
     assert [r[: len(key)] for r in records] == sorted(d.key for d in deltas)
     by_key = {d.key: d for d in deltas}
     for record in records:
