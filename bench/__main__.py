@@ -15,8 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.infra import Bench
+from bench.plan import MEASUREMENTS
 from bench.report import markdown
-from bench.run import MEASUREMENTS, Run
+from bench.run import Run
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 

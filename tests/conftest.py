@@ -18,7 +18,8 @@ import asyncpg
 import pytest
 
 from streams.embedded.broker import EmbeddedBroker
-from streams.embedded.postgres import EmbeddedPostgres, postgres_reachable
+from streams.embedded.postgres import EmbeddedPostgres
+from streams.embedded.postgres_probe import postgres_reachable
 from tests.support import create_database, free_port
 
 

