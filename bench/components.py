@@ -31,7 +31,7 @@ from streams.config.settings import Settings
 from streams.ops.prices import seed_defaults
 from streams.rules.batch import Batch
 from streams.rules.fast_decode import add_to_batch
-from streams.rules.settle import PendingCharge
+from streams.rules.pending import PendingCharge
 from streams.sink.postgres import PostgresSink
 from streams.worker.memory import settle_heap
 from tests.support import settings_from

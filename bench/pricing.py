@@ -10,8 +10,9 @@ import time
 from dataclasses import dataclass
 
 from streams.ops.price_defaults import default_prices
+from streams.rules.pending import PendingCharge
 from streams.rules.price_book import PriceBook, Pricing
-from streams.rules.settle import PendingCharge, first_sightings, settle
+from streams.rules.settle import first_sightings, settle
 
 
 @dataclass

@@ -38,17 +38,9 @@ from streams.errors import RebuildRefused
 from streams.kafka.topic_reader import read_topic
 from streams.ops.rebuild_rows import replace_rows
 from streams.rules.batch import Batch, record_fingerprint
+from streams.rules.pending import Coordinates, PendingCharge
 from streams.rules.price_book import Pricing
-from streams.rules.settle import (
-    NO_MARKS,
-    Coordinates,
-    PendingCharge,
-    closure_marks,
-    first_sightings,
-    horizon_days,
-    is_too_late,
-    settle,
-)
+from streams.rules.settle import NO_MARKS, closure_marks, first_sightings, horizon_days, is_too_late, settle
 from streams.sink import sql as sink_sql
 from streams.sink.prices import load_book
 

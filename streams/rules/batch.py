@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 
 from schemas.charge import Charge
 from streams.charge.windows import billing_date
+from streams.rules.pending import PendingCharge, dedup_key
 from streams.rules.pricing import normalize_model
-from streams.rules.settle import PendingCharge, dedup_key
 
 
 @dataclass(slots=True)

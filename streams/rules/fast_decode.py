@@ -28,8 +28,8 @@ import orjson
 from schemas.charge import MAX_REPORTED_NANOS, MAX_TOKENS, SCHEMA_VERSION, SLUG_PATTERN, Charge
 from streams.charge.decode import MAX_CHARGE_BYTES, Limits, Rejection, decode_record
 from streams.rules.batch import Batch
+from streams.rules.pending import PendingCharge
 from streams.rules.pricing import normalize_model
-from streams.rules.settle import PendingCharge
 
 FIELDS = frozenset(Charge.model_fields)
 REQUIRED = frozenset(name for name, info in Charge.model_fields.items() if info.is_required())

@@ -18,8 +18,8 @@ import bisect
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from streams.rules.pending import PendingCharge
 from streams.rules.pricing import Price, cost_nanos, normalize_model
-from streams.rules.settle import PendingCharge
 
 Timeline = tuple[tuple[datetime, ...], tuple[Price, ...]]  # starts ascending, price from each start
 Span = tuple[datetime, datetime, Price | None]  # [from, until): one price in force (None: unpriced)

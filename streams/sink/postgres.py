@@ -29,16 +29,9 @@ from streams import crashpoints
 from streams.config.settings import Settings
 from streams.errors import SinkDataError, SinkFatalError
 from streams.rules.batch import Batch
+from streams.rules.pending import Coordinates, PendingCharge
 from streams.rules.price_book import Pricing
-from streams.rules.settle import (
-    Coordinates,
-    PendingCharge,
-    admit,
-    closure_marks,
-    first_sightings,
-    horizon_days,
-    settle,
-)
+from streams.rules.settle import admit, closure_marks, first_sightings, horizon_days, settle
 from streams.sink import pg, sql
 from streams.sink.pg import RECORD_ERRORS, TRANSIENT
 from streams.sink.prices import PriceCache

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.rules.settle import SUMMED
+from streams.rules.pending import SUMMED
 
 KEY = ("account_id", "user_id", "provider", "date", "charge_type")
 

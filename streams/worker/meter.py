@@ -27,7 +27,7 @@ from streams.config.settings import Settings
 from streams.errors import SinkDataError
 from streams.rules.batch import Batch, record_fingerprint
 from streams.rules.fast_decode import add_to_batch
-from streams.rules.settle import PendingCharge
+from streams.rules.pending import PendingCharge
 from streams.sink.postgres import PostgresSink
 from streams.sink.rows import FlushResult
 from streams.worker.metrics import Metrics

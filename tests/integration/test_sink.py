@@ -12,7 +12,7 @@ from schemas.charge import Charge
 from streams.config.settings import Settings
 from streams.errors import SinkDataError
 from streams.rules.batch import Batch
-from streams.rules.settle import PendingCharge
+from streams.rules.pending import PendingCharge
 from streams.sink.postgres import PostgresSink
 from streams.worker.closing import DayCloser, Observation
 

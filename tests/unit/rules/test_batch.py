@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from schemas.charge import Charge
 from streams.rules.batch import Batch, PartitionMark
-from streams.rules.settle import dedup_key
+from streams.rules.pending import dedup_key
 
 UTC_ZONE = ZoneInfo("UTC")
 NY = ZoneInfo("America/New_York")

@@ -9,13 +9,11 @@ from datetime import date, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.rules.pending import DailyKey, PendingCharge, dedup_key
 from streams.rules.settle import (
     ClosureMarks,
-    DailyKey,
-    PendingCharge,
     admit,
     closure_marks,
-    dedup_key,
     first_sightings,
     horizon_days,
     is_too_late,

@@ -8,7 +8,8 @@ from datetime import date
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.rules.settle import SUMMED, DailyKey, ModelKey, RowDelta
+from streams.rules.pending import SUMMED, DailyKey, ModelKey
+from streams.rules.settle import RowDelta
 from streams.sink import sql
 from streams.sink.rows import staging_records
 
