@@ -195,7 +195,7 @@ MUTANTS = (
         "ORDER BY bp.partition",
     ),
     Mutant(
-        "streams/sink/postgres.py",
+        "streams/sink/connection.py",
         "fatal: a Postgres error no retry cures is blamed on a record (dead-lettered)",
         'raise SinkFatalError(\n                            f"postgres rejected the write:',
         'raise SinkDataError(\n                            f"postgres rejected the write:',

@@ -7,18 +7,15 @@ leaves either all of a flush or none of it. Kafka offsets are acknowledged only 
 commit; whatever is read again after a crash, a rebalance or `billing replay` lies at or below
 its source's fence and is skipped. docs/architecture.md has the whole argument.
 
-Transient errors (Postgres down, restarting, a dropped or frozen connection) are retried with
-capped exponential backoff on a fresh connection while the worker holds its batch; an error
-caused by a record's content is raised as `SinkDataError` for the worker to dead-letter that
-record; anything else is fatal and raised, so the worker stops loudly instead of skipping data.
+Every operation runs on a `RetryingConnection` (`streams.sink.connection`): a transient failure is
+retried on a fresh connection while the worker holds its batch, a refused value is blamed on a
+record, and anything else stops the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import time
 from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import TypeVar
@@ -27,13 +24,13 @@ import asyncpg
 
 from streams import crashpoints
 from streams.config.settings import Settings
-from streams.errors import SinkDataError, SinkFatalError
+from streams.errors import SinkFatalError
 from streams.rules.batch import Batch
 from streams.rules.pending import Coordinates, PendingCharge
 from streams.rules.price_book import Pricing
 from streams.rules.settle import admit, closure_marks, first_sightings, horizon_days, settle
-from streams.sink import pg, sql
-from streams.sink.pg import RECORD_ERRORS, TRANSIENT
+from streams.sink import sql
+from streams.sink.connection import RetryingConnection
 from streams.sink.prices import PriceCache
 from streams.sink.rows import FlushResult, days_by_partition, staging_records
 
@@ -50,7 +47,7 @@ class _TooLate(Exception):
         self.charges = charges
 
 
-class PostgresSink:
+class PostgresSink(RetryingConnection):
     """Writes batches (and runs the day closer's transactions); safe to share between the agent
     and the timers: one operation at a time per connection."""
 
@@ -59,37 +56,19 @@ class PostgresSink:
         settings: Settings,
         on_retry: Callable[[BaseException, int], None] | None = None,
     ) -> None:
-        self.settings = settings
+        super().__init__(settings, on_retry)
         self.topic = settings.charges_topic
-        self._conn: asyncpg.Connection | None = None
-        self._lock = asyncio.Lock()
-        self._on_retry = on_retry
-        self._stopped = False
         # More connections, each flushing its share of a batch's partitions at the same time.
         self._lanes: list[PostgresSink] = []
         self._horizon_days = horizon_days(settings.late_horizon.total_seconds())
         self._legacy_ledger = True  # until a connection finds the pre-upgrade ledger empty
-        self.failing_since: float | None = None  # monotonic time of the first failure in a row
-        self._busy_since: float | None = None  # monotonic start of the operation under way
         self._prices = PriceCache()  # shared with the lanes
-
-    @property
-    def connected(self) -> bool:
-        """True while the sink holds an open Postgres connection."""
-        return self._conn is not None and not self._conn.is_closed()
 
     @property
     def healthy(self) -> bool:
         """Connected, and no write of this sink (or its lanes) is failing or stuck right now:
         what /ready reports."""
         return self.connected and not any(s.troubled for s in (self, *self._lanes))
-
-    @property
-    def troubled(self) -> bool:
-        """Failing, or busy for longer than a statement may take (a frozen connection)."""
-        limit = self.settings.pg_command_timeout.total_seconds()
-        busy = self._busy_since is not None and time.monotonic() - self._busy_since > limit
-        return self.failing_since is not None or busy
 
     async def start(self) -> None:
         """Connect now (retrying while Postgres is unreachable) rather than at the first flush."""
@@ -107,12 +86,10 @@ class PostgresSink:
         self._lanes = lanes
 
     async def stop(self) -> None:
-        self._stopped = True
+        self._stopped = True  # a retry under way gives up instead of reconnecting
         for lane in self._lanes:
             await lane.stop()
-        if self._conn is not None:
-            await self._conn.close(timeout=5)
-            self._conn = None
+        await self.close()
 
     async def flush(self, batch: Batch, refuse: Refuse | None = None) -> FlushResult:
         """Make the batch durable; returns only once all of it is committed.
@@ -292,69 +269,10 @@ class PostgresSink:
 
         return await self._run(read)
 
-    async def run(self, operation: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """Run `operation` on the sink's connection with its retries (for the day closer)."""
-        return await self._run(operation)
-
-    async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
-            # Every statement has a deadline: a connection that stops answering (packets dropped,
-            # sockets open) fails the flush, which is retried on a fresh connection.
-            conn = await pg.connect(self.settings)
-            # The bookkeeping rows every flush locks; cheap and idempotent, so on every connect.
-            await conn.execute(sql.ENSURE_PARTITIONS, self.topic, self.settings.partitions)
-            await conn.execute(sql.ENSURE_CALENDAR)
-            for stage in sql.STAGES:  # private to this connection: a pooler must keep sessions
-                await conn.execute(stage)
-            self._legacy_ledger = bool(await conn.fetchval(sql.LEGACY_PRESENT))
-            self._conn = conn
-        return self._conn
-
-    async def _run(self, operation: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """Run `operation` until it succeeds; transient failures wait and retry on a fresh
-        connection, others raise. A statement past its deadline counts as transient."""
-        attempt = 0
-        cap = self.settings.pg_retry_max_backoff.total_seconds()
-        async with self._lock:
-            self._busy_since = time.monotonic()
-            try:
-                while True:
-                    try:
-                        result = await operation(await self._connection())
-                        self.failing_since = None
-                        return result
-                    except TRANSIENT as exc:
-                        attempt += 1
-                        if self.failing_since is None:
-                            self.failing_since = time.monotonic()
-                        await self._drop_connection()
-                        if self._stopped:
-                            raise
-                        delay = min(cap, 0.2 * 2 ** min(attempt, 10)) * (0.5 + random.random() / 2)
-                        log.warning(
-                            "postgres unavailable or not answering (%s, failing for %.0fs); retry %d in "
-                            "%.1fs on a new connection, holding the batch",
-                            type(exc).__name__,
-                            time.monotonic() - self.failing_since,
-                            attempt,
-                            delay,
-                        )
-                        if self._on_retry:
-                            self._on_retry(exc, attempt)
-                        await asyncio.sleep(delay)
-                    except (SinkFatalError, _TooLate):
-                        raise
-                    except RECORD_ERRORS as exc:
-                        # The message may quote the value: it stays out of the log and the exception.
-                        raise SinkDataError(f"postgres refused a value: {type(exc).__name__}") from None
-                    except asyncpg.PostgresError as exc:
-                        raise SinkFatalError(
-                            f"postgres rejected the write: {type(exc).__name__}: {exc}"
-                        ) from exc
-            finally:
-                self._busy_since = None
-
-    async def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.terminate()
+    async def _prepare(self, conn: asyncpg.Connection) -> None:
+        # The bookkeeping rows every flush locks; cheap and idempotent, so on every connect.
+        await conn.execute(sql.ENSURE_PARTITIONS, self.topic, self.settings.partitions)
+        await conn.execute(sql.ENSURE_CALENDAR)
+        for stage in sql.STAGES:  # private to this connection: a pooler must keep sessions
+            await conn.execute(stage)
+        self._legacy_ledger = bool(await conn.fetchval(sql.LEGACY_PRESENT))
