@@ -28,6 +28,7 @@ TESTS = (
     "tests/unit/rules/test_settle.py",
     "tests/unit/rules/test_closing.py",
     "tests/unit/rules/test_pricing.py",
+    "tests/unit/rules/test_resume.py",
     "tests/integration/test_sink.py",
     "tests/integration/test_partition_lock.py",
     "tests/integration/test_dashboard_readonly.py",
@@ -107,6 +108,18 @@ MUTANTS = (
         "roll_up: a daily row keeps the larger of its models' values, not their sum",
         "by_day[key] = [a + b for a, b in zip(day, v, strict=True)]",
         "by_day[key] = [max(a, b) for a, b in zip(day, v, strict=True)]",
+    ),
+    Mutant(
+        "streams/rules/resume.py",
+        "resume: the fence no longer bounds where a partition resumes",
+        "target = min(target, first_unapplied[partition])",
+        "target = max(target, first_unapplied[partition])",
+    ),
+    Mutant(
+        "streams/rules/resume.py",
+        "resume: without a committed offset, resume at the fence, not the start",
+        "target = committed.get(partition) or 0\n",
+        "target = committed.get(partition) or first_unapplied.get(partition, 0)\n",
     ),
     Mutant(
         "streams/rules/settle.py",

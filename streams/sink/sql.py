@@ -219,6 +219,12 @@ PURGE_LEGACY = "DELETE FROM billing_seen_events WHERE seen_at < now() - $1::inte
 
 SKIPS = 'SELECT partition, "offset" FROM billing_skips WHERE topic = $1'
 
+# Where a partition's reading must resume at the latest: the offset after its fence.
+FIRST_UNAPPLIED = """
+SELECT partition, applied_offset + 1 FROM billing_partitions
+WHERE topic = $1 AND partition = ANY($2::integer[])
+"""
+
 
 # --- Metrics (read-only) ------------------------------------------------------------------
 

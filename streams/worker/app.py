@@ -30,6 +30,7 @@ from streams.worker.closing import DayCloser, LogEnds
 from streams.worker.memory import release_free_memory
 from streams.worker.meter import Meter, Prepared
 from streams.worker.metrics import Metrics
+from streams.worker.resume import ResumeGuard
 from streams.worker.table_manager import ImmediateTableManager
 from streams.worker.transport import BillingApp
 
@@ -102,6 +103,7 @@ def create_app(settings: Settings, outcome: Outcome | None = None) -> faust.App:
     metrics = Metrics()
     sink = PostgresSink(settings, on_retry=metrics.on_retry)
     meter = Meter(settings, sink, dlq_topic, metrics)
+    app.after_seek = ResumeGuard(settings, sink)
     web.install(app, settings, sink, metrics)
     flush_seconds = settings.flush_interval.total_seconds()
 

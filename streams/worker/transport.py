@@ -1,4 +1,5 @@
-"""Faust's Kafka consumer with the one setting Faust does not expose: how long a fetch may wait.
+"""Faust's Kafka consumer with what Faust does not expose: how long a fetch may wait, and a
+hook after its seek to the committed offsets (where `streams.worker.resume` moves partitions back).
 
 A consumer's fetch asks the broker for records and lets it hold the request up to a maximum
 wait when it has none. Kafka answers a held fetch as soon as a record arrives, so the wait
@@ -15,6 +16,7 @@ else is Faust's own code path.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import faust
@@ -33,16 +35,25 @@ class _Consumer(driver.Consumer):
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        guard = cast(BillingApp, self.app).after_seek
+        if guard is not None:
+            await guard(self)
+
 
 class _Transport(driver.Transport):
     Consumer = _Consumer
 
 
 class BillingApp(faust.App):
-    """`faust.App` whose worker consumer's fetches wait at most `fetch_max_wait_ms`."""
+    """`faust.App` whose worker consumer's fetches wait at most `fetch_max_wait_ms`, and which
+    runs `after_seek` with the consumer each time Faust has sought to the committed offsets
+    (`streams.worker.resume`)."""
 
     def __init__(self, *args: Any, fetch_max_wait_ms: int, **kwargs: Any) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.after_seek: Callable[[Any], Awaitable[None]] | None = None
         super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> Any:

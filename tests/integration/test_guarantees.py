@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from streams.kafka.topics import ensure_topics
+from streams.ops.replay import rewind_group
 from tests.integration.test_pipeline import read_dlq, rows_match
 from tests.support import (
     WorkerProcess,
@@ -82,6 +83,29 @@ async def test_sigkill_at_crash_point_leaves_totals_exact(broker, database, tmp_
         assert {json.loads(v)["reason"] for v in letters} == {"invalid_json"}
     finally:
         survivor.stop()
+
+
+async def test_a_commit_past_the_fence_does_not_skip_charges(broker, database, tmp_path: Path):
+    """The group's committed offset is only a hint: one past what Postgres applied (a commit
+    of records whose flush never happened, as a revoked worker or a broker without generation
+    checks can leave) must not make the worker skip the charges in between."""
+    env = pipeline_env(broker, database, tmp_path / "data")
+    settings = settings_from(env)
+    await ensure_topics(settings)
+    charges = _charges("ahead", 12, datetime.now(UTC))
+    records = [(b"ahead", json.dumps(c).encode(), 0) for c in charges]  # all on partition 0
+    await produce_raw(env["BILLING_KAFKA_BOOTSTRAP"], env["BILLING_CHARGES_TOPIC"], records)
+    await rewind_group(settings, {0: 8}, force=False, note="ahead of the fence")
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        expected = ground_truth(charges, ZoneInfo("UTC"))
+        await wait_until(
+            lambda: rows_match(database, expected), 60, "all 12 charges", on_timeout=worker.log_tail
+        )
+        assert "partition 0 of" in worker.log_path.read_text()
+        assert "would resume at offset 8, past 0" in worker.log_path.read_text()
+    finally:
+        worker.stop()
 
 
 async def test_resent_event_counts_once_across_records_and_inside_one(broker, database, tmp_path: Path):
