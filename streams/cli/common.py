@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
 from pydantic import SecretStr, ValidationError
 
+from streams.cli import errors
 from streams.cli.errors import UsageFailure
 from streams.config.settings import Settings, get_settings
+
+T = TypeVar("T")
 
 
 def read_settings() -> Settings:
@@ -32,3 +39,10 @@ def load_settings() -> Settings:
     if url != settings.dsn:
         settings = settings.model_copy(update={"database_url": SecretStr(url)})
     return settings
+
+
+def run_on_postgres(settings: Settings, coro: Coroutine[Any, Any, T]) -> T:
+    """`errors.run` for the commands that put rows right (replay, rebuild, reprice): a refusal
+    is its own first line, and aiokafka's join and retry chatter is not theirs to show."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    return errors.run(coro, settings, network="postgres", shown=(ValueError, LookupError))

@@ -137,7 +137,8 @@ def _register() -> None:
     from streams.cli.dlq import dlq
     from streams.cli.prices import prices
     from streams.cli.produce import produce
-    from streams.cli.replay import rebuild, replay
+    from streams.cli.rebuild import rebuild
+    from streams.cli.replay import replay
     from streams.cli.reprice import reprice
     from streams.cli.totals import totals
 

@@ -1,4 +1,4 @@
-"""`billing replay` and `billing rebuild`: putting the rows right from the topic, for operators.
+"""`billing replay`: rewinding the workers' consumer group so they re-read charges, for operators.
 
 Every refusal is one line on stderr and a non-zero exit, raised before anything is committed or
 written: bad input, unknown partitions, offsets beyond the end, a future timestamp, live workers.
@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, time
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import click
 
-from streams.cli import errors
-from streams.cli.common import load_settings, read_settings
+from streams.cli.common import read_settings, run_on_postgres
+from streams.cli.rebuild import rebuild
 from streams.config.durations import parse_duration
 from streams.config.settings import Settings
 from streams.output_safety import escape_controls
@@ -45,17 +44,6 @@ refuses while any is alive. --force commits at once without waiting; the broker 
 while the group has live members. Exit status: 0 done (or nothing to do), 1 refused, 4 no answer.
 """
 
-REBUILD_EPILOG = """\b
-Examples:
-  billing rebuild --from 2026-11-20 --to 2026-11-20           one billing day
-  billing rebuild --from 2026-11-01 --to 2026-11-30 --dry-run what would change
-
-\b
-Reads the whole charges topic, recomputes those days (BILLING_TIMEZONE) and replaces exactly
-their rows in one transaction; rows of other days are never touched. Safe while workers run:
-they wait a moment on the partition locks, then continue after the rebuilt charges.
-"""
-
 
 def parse_timestamp(text: str, zone: ZoneInfo, now: datetime) -> datetime:
     """ISO 8601 (`2026-11-20T10:00:00Z`), a date (its midnight) or a duration ago (`6h`).
@@ -72,12 +60,6 @@ def parse_timestamp(text: str, zone: ZoneInfo, now: datetime) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)
 
 
-def _run(settings: Settings, coro: Coroutine[Any, Any, T]) -> T:
-    """`errors.run` against Postgres; a refusal of replay or rebuild is its own first line."""
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its join/retry chatter is not ours
-    return errors.run(coro, settings, network="postgres", shown=(ValueError, LookupError))
-
-
 @click.command(epilog=REPLAY_EPILOG)
 @click.option(
     "--from-timestamp", "from_timestamp", metavar="TIME", help="Rewind to the first record at/after TIME."
@@ -90,7 +72,7 @@ def replay(from_timestamp: str | None, to_offsets: str | None, dry_run: bool, fo
     if (from_timestamp is None) == (to_offsets is None):
         raise click.UsageError("give exactly one of --from-timestamp or --to-offsets")
     settings = read_settings()
-    _run(settings, _replay(settings, from_timestamp, to_offsets, dry_run, force))
+    run_on_postgres(settings, _replay(settings, from_timestamp, to_offsets, dry_run, force))
 
 
 async def _replay(
@@ -208,93 +190,10 @@ def _print_plans(plans: list[Any]) -> None:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _day_option(flag: str, dest: str, help_text: str) -> Callable[[F], F]:
-    """A required YYYY-MM-DD option of `rebuild`."""
-    return click.option(
-        flag, dest, required=True, metavar="DATE", type=click.DateTime(["%Y-%m-%d"]), help=help_text
-    )
-
-
-@click.command(epilog=REBUILD_EPILOG)
-@_day_option("--from", "first", "First day (YYYY-MM-DD).")
-@_day_option("--to", "last", "Last day, inclusive.")
-@click.option("--dry-run", is_flag=True, help="Compute and report the changes, then roll back.")
-@click.option(
-    "--drop-source",
-    "drop_sources",
-    multiple=True,
-    type=int,
-    metavar="ID",
-    help="Drop the charges of this source (named by a refusal: a topic before a cut-over, or a "
-    "partition before the broker came back empty) from the rebuilt rows. Repeat for each.",
-)
-@click.option(
-    "--progress/--no-progress", "show_progress", default=None, help="Progress bar (default: on a tty)."
-)
-def rebuild(
-    first: datetime, last: datetime, dry_run: bool, drop_sources: tuple[int, ...], show_progress: bool | None
-) -> None:
-    """Recompute billing days from the charges topic and replace exactly their rows.
-
-    Refuses, changing nothing, when rows of the range hold charges the topic no longer has
-    (it names the sources and their offsets); --drop-source says exactly what to drop.
-    """
-    settings = load_settings()
-    if show_progress is None:
-        show_progress = sys.stderr.isatty()
-    result = _run(
-        settings, _rebuild(settings, first.date(), last.date(), dry_run, show_progress, drop_sources)
-    )
-    span = f"{first.date()}..{last.date()}" if first != last else str(first.date())
-    click.echo(
-        f"rebuilt {span} from {result.records:,} records ({result.charges:,} charges in range): "
-        f"{result.inserted} inserted, {result.updated} updated, {result.deleted} deleted, "
-        f"{result.unchanged} unchanged{' (dry run: rolled back)' if dry_run else ''}"
-    )
-
-
-async def _rebuild(
-    settings: Settings,
-    first: date,
-    last: date,
-    dry_run: bool,
-    show_progress: bool,
-    drop: tuple[int, ...] = (),
-) -> Any:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from streams.ops.rebuild import rebuild as run_rebuild
-    from streams.ops.replay import TopicInspector
-
-    if first > last:
-        raise ValueError(f"--from {first} is after --to {last}")
-    async with TopicInspector(settings) as inspector:
-        tps = [inspector.tp(p) for p in inspector.partitions]
-        starts = await inspector.consumer.beginning_offsets(tps)
-        ends = await inspector.consumer.end_offsets(tps)
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=Console(stderr=True), disable=not show_progress) as bar:
-        tasks = {
-            tp.partition: bar.add_task(
-                f"partition {tp.partition} records", total=max(ends[tp] - starts[tp], 1)
-            )
-            for tp in tps
-        }
-
-        def advance(partition: int, records: int) -> None:
-            task = tasks.get(partition)
-            if task is None:
-                return
-            total = bar.tasks[task].total or 0
-            bar.update(task, completed=records, total=max(total, records))  # Tansu under-reports ends
-
-        return await run_rebuild(settings, first, last, progress=advance, dry_run=dry_run, drop_sources=drop)
-
-
 @click.group()
 def _standalone() -> None:
-    """`python -m streams.cli.replay replay|rebuild ...` until `billing` registers them."""
+    """`python -m streams.cli.replay replay|rebuild ...`: the two commands without the rest of
+    `billing`, as the tests run them."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 

@@ -18,8 +18,8 @@ import click
 from rich.table import Table
 
 from streams.cli import terminal
-from streams.cli.common import load_settings
-from streams.cli.replay import _day_option, _rebuild, _run
+from streams.cli.common import load_settings, run_on_postgres
+from streams.cli.rebuild import day_option, rebuild_days
 from streams.cli.totals import money
 from streams.ops.rebuild import RebuildResult
 from streams.rules.pricing import nanos_to_units
@@ -37,13 +37,15 @@ def differences(result: RebuildResult) -> list[tuple[str, Decimal, Decimal]]:
 
 
 @click.command("reprice")
-@_day_option("--from", "first", "First day (YYYY-MM-DD).")
-@_day_option("--to", "last", "Last day, inclusive.")
+@day_option("--from", "first", "First day (YYYY-MM-DD).")
+@day_option("--to", "last", "Last day, inclusive.")
 @click.option("--dry-run", is_flag=True, help="Print the difference per account; change nothing.")
 def reprice(first: datetime, last: datetime, dry_run: bool) -> None:
     """Recompute the cost of days [--from, --to] from the topic with the current price book."""
     settings = load_settings()
-    result = _run(settings, _rebuild(settings, first.date(), last.date(), dry_run, sys.stderr.isatty()))
+    result = run_on_postgres(
+        settings, rebuild_days(settings, first.date(), last.date(), dry_run, sys.stderr.isatty())
+    )
     changed = differences(result)
     if changed:
         table = Table(title="cost per account, " + ("would change" if dry_run else "changed"))
