@@ -260,14 +260,6 @@ class PostgresSink(RetryingConnection):
 
         return await self._run(read)
 
-    async def first_unapplied(self, partitions: list[int]) -> dict[int, int]:
-        """The first offset of each partition that no flush has applied (0 for one never read)."""
-
-        async def read(conn: asyncpg.Connection) -> dict[int, int]:
-            return {r[0]: r[1] for r in await conn.fetch(sql.FIRST_UNAPPLIED, self.topic, partitions)}
-
-        return await self._run(read)
-
     async def day_status(self) -> tuple[int, date | None]:
         """(billing days with provisional rows, closed_through) for the metrics."""
 

@@ -103,7 +103,7 @@ def create_app(settings: Settings, outcome: Outcome | None = None) -> faust.App:
     metrics = Metrics()
     sink = PostgresSink(settings, on_retry=metrics.on_retry)
     meter = Meter(settings, sink, dlq_topic, metrics)
-    app.after_seek = ResumeGuard(settings, sink)
+    app.after_seek = ResumeGuard(settings)
     web.install(app, settings, sink, metrics)
     flush_seconds = settings.flush_interval.total_seconds()
 

@@ -2,8 +2,10 @@
 not yet billed (the rule and why: `streams.rules.resume`).
 
 It runs right after Faust's own seek to the committed offsets, before records flow. The fences
-come from Postgres; when it does not answer in time (down, or the sink busy retrying a flush),
-the committed offsets alone decide, which still covers a partition without one.
+come from Postgres on a connection of this module's own: Faust cancels a seek when the group
+rebalances again, and a statement cancelled on the sink's connection would leave that
+connection unusable for the flush after it. When Postgres does not answer in time, the
+committed offsets alone decide, which still covers a partition without one.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from streams.config.settings import Settings
 from streams.rules.resume import rewinds
-from streams.sink.postgres import PostgresSink
+from streams.sink import pg, sql
 
 log = logging.getLogger("streams.worker")
 
@@ -22,25 +24,35 @@ log = logging.getLogger("streams.worker")
 FENCE_WAIT_SECONDS = 10.0
 
 
+async def first_unapplied(settings: Settings, partitions: list[int]) -> dict[int, int]:
+    """`fence + 1` of each partition Postgres knows (a partition never read has no row)."""
+    conn = await pg.connect(settings)
+    try:
+        rows = await conn.fetch(sql.FIRST_UNAPPLIED, settings.charges_topic, partitions)
+        return {r[0]: r[1] for r in rows}
+    finally:
+        conn.terminate()  # never awaits: safe when this is cancelled
+
+
 class ResumeGuard:
     """Called with Faust's consumer once it has sought to the committed offsets."""
 
-    def __init__(self, settings: Settings, sink: PostgresSink) -> None:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.topic = settings.charges_topic
-        self.sink = sink
 
     async def __call__(self, consumer: Any) -> None:
         tps = {tp.partition: tp for tp in consumer.assignment() if tp.topic == self.topic}
         if not tps:
             return
         try:
-            firsts = await asyncio.wait_for(self.sink.first_unapplied(sorted(tps)), FENCE_WAIT_SECONDS)
-        except TimeoutError:
+            firsts = await asyncio.wait_for(first_unapplied(self.settings, sorted(tps)), FENCE_WAIT_SECONDS)
+        except Exception as exc:  # down, refusing, slow: the fallback below is safe whatever it was
             log.warning(
-                "postgres did not tell the fences of %s within %.0fs: partitions resume at their "
-                "committed offsets, or their start where the group has none",
+                "could not read the fences of %s (%s): partitions resume at their committed "
+                "offsets, or their start where the group has none",
                 self.topic,
-                FENCE_WAIT_SECONDS,
+                type(exc).__name__,
             )
             firsts = {}
         # Set by Faust's seek just before this runs; only offsets above 0 are recorded.
@@ -55,7 +67,13 @@ class ResumeGuard:
                 self.topic,
                 positions[partition],
                 offset,
-                "fence + 1" if committed.get(tps[partition]) else "partition's start: no committed offset",
+                _why(offset, committed.get(tps[partition]), firsts.get(partition)),
                 offset,
             )
             await consumer.seek(tps[partition], offset)
+
+
+def _why(offset: int, committed: int | None, first: int | None) -> str:
+    if not committed:
+        return "partition's start: no committed offset"
+    return "fence + 1" if offset == first else "committed offset"
