@@ -25,11 +25,12 @@ FENCE_WAIT_SECONDS = 10.0
 
 
 async def first_unapplied(settings: Settings, partitions: list[int]) -> dict[int, int]:
-    """`fence + 1` of each partition Postgres knows (a partition never read has no row)."""
+    """`fence + 1` of each partition: 0 for one without a row yet (nothing of it applied;
+    the sink adds the rows when it first connects, which may come after an assignment)."""
     conn = await pg.connect(settings)
     try:
         rows = await conn.fetch(sql.FIRST_UNAPPLIED, settings.charges_topic, partitions)
-        return {r[0]: r[1] for r in rows}
+        return {**dict.fromkeys(partitions, 0), **{r[0]: r[1] for r in rows}}
     finally:
         conn.terminate()  # never awaits: safe when this is cancelled
 
